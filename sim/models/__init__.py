@@ -1,0 +1,1 @@
+"""Pure-Python reference models of every gateware block (no Amaranth, no cocotb)."""
