@@ -14,7 +14,7 @@ from pathlib import Path
 import dpkt
 
 from .protocol import ethernet, itch, moldudp64, ouch, tick
-from .protocol.errors import DecodeError
+from .protocol.errors import DecodeError, TruncatedError
 
 __all__ = [
     "FeedMessage",
@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 _PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"}
+_PCAP_LITTLE_ENDIAN = {b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"}
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 
 
@@ -36,9 +37,12 @@ _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 class FeedMessage:
     """One decoded message and where it came from.
 
-    ``kind`` is ``"itch"``, ``"ouch"`` or ``"tick"``; ``offset`` is the byte offset of the
-    message in the file (for pcap: of the frame's record data in the file); ``sequence`` is the
-    MoldUDP64 sequence number when the message came in a MoldUDP64 packet.
+    ``kind`` is ``"itch"``, ``"ouch"`` or ``"tick"``; ``offset`` is the byte offset in the file
+    where the message starts: for ITCH (day file or MoldUDP64 in a pcap) the offset of its 2-byte
+    length prefix, for OUCH that of its type byte (after the SoupBinTCP header), for a tick record
+    that of the record. ``sequence`` is the MoldUDP64 sequence number when the message came in a
+    MoldUDP64 packet; ``frame`` is the 0-based index of the pcap frame that carried it;
+    ``appendage`` holds an OUCH message's optional-field bytes.
     """
 
     kind: str
@@ -63,23 +67,43 @@ def detect_format(path: str | os.PathLike) -> str:
 def read_frames(path: str | os.PathLike) -> Iterator[tuple[float, bytes, int]]:
     """Yield ``(timestamp, frame, file_offset)`` for each frame of a pcap or pcapng file.
 
-    ``file_offset`` is where the frame's bytes start in a classic pcap file (approximate for
-    pcapng, whose blocks vary in size).
+    ``timestamp`` is a float in seconds since the epoch. ``file_offset`` is where the frame's
+    bytes start in a classic pcap file (approximate for pcapng, whose blocks vary in size). A
+    classic pcap whose last record is cut short raises :class:`TruncatedError` naming the offset
+    of that record's 16-byte header.
     """
     with open(path, "rb") as f:
         magic = f.read(4)
         f.seek(0)
+        size = os.fstat(f.fileno()).st_size
         try:
             reader = dpkt.pcapng.Reader(f) if magic == _PCAPNG_MAGIC else dpkt.pcap.Reader(f)
         except (ValueError, dpkt.dpkt.UnpackError) as exc:
             raise DecodeError(f"not a readable capture: {exc}", 0) from None
+        order = "little" if magic in _PCAP_LITTLE_ENDIAN else "big"
         offset = 24 + 16  # global header, then each record's header precedes its data
         try:
             for ts, buf in reader:
-                yield ts, bytes(buf), offset
+                if magic != _PCAPNG_MAGIC and offset + len(buf) >= size:
+                    # Only the record that reaches the end of the file can be short.
+                    caplen = _caplen_at(f, offset - 16, order)
+                    if len(buf) < caplen:
+                        raise TruncatedError(
+                            f"pcap record of {caplen} bytes holds only {len(buf)}", offset - 16
+                        )
+                yield float(ts), bytes(buf), offset
                 offset += len(buf) + 16
         except dpkt.dpkt.NeedData as exc:
-            raise DecodeError(f"capture cut short: {exc}", f.tell()) from None
+            raise TruncatedError(f"capture cut short: {exc}", offset - 16) from None
+
+
+def _caplen_at(f, header_offset: int, order: str) -> int:
+    """The captured length field of the pcap record header at ``header_offset``."""
+    resume = f.tell()
+    f.seek(header_offset + 8)
+    caplen = int.from_bytes(f.read(4), order)
+    f.seek(resume)
+    return caplen
 
 
 def write_frames(path: str | os.PathLike, frames: Iterable[bytes | tuple[float, bytes]]) -> None:
@@ -138,18 +162,18 @@ def _read_pcap_messages(path) -> Iterator[FeedMessage]:
 
 
 def _frame_messages(frame: bytes, offset: int, index: int) -> Iterator[FeedMessage]:
-    eth = dpkt.ethernet.Ethernet(frame)
-    ip = eth.data
-    if isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, dpkt.tcp.TCP):
+    tcp_span = _tcp_payload_span(frame)
+    if tcp_span is not None:
         # OUCH over SoupBinTCP: direction from the SoupBinTCP packet type.
-        stream = bytes(ip.data.data)
-        base = len(frame) - len(stream)
+        stream_start, stream_end = tcp_span
+        stream = frame[stream_start:stream_end]
         for pkt in ouch.iter_soup(stream):
             direction = {"U": "to_exchange", "S": "from_exchange"}.get(pkt.packet_type)
             if direction is None or not pkt.payload:
                 continue  # heartbeats, logins: no OUCH message
-            record, appendage = _shifted(ouch.decode, base + pkt.offset, pkt.payload, direction)
-            yield FeedMessage("ouch", record, offset + base + pkt.offset, None, index, appendage)
+            base = stream_start + pkt.offset
+            record, appendage = _shifted(ouch.decode, base, pkt.payload, direction)
+            yield FeedMessage("ouch", record, offset + base, None, index, appendage)
         return
     udp = ethernet.decode_udp_frame(frame, allow_zero_checksum=True)
     packet = _shifted(moldudp64.decode, udp.payload_offset, udp.payload)
@@ -158,6 +182,25 @@ def _frame_messages(frame: bytes, offset: int, index: int) -> Iterator[FeedMessa
         msg = _shifted(_decode_itch_block, pos + 2, body, 0, len(body))
         yield FeedMessage("itch", msg, offset + pos, packet.sequence + i, index)
         pos += 2 + len(body)
+
+
+def _tcp_payload_span(frame: bytes) -> tuple[int, int] | None:
+    """``(start, end)`` of the TCP payload of an Ethernet/[802.1Q]/IPv4/TCP frame, else None.
+
+    Bytes after the IP datagram (Ethernet padding, capture trailers) are not payload.
+    """
+    try:
+        eth = dpkt.ethernet.Ethernet(frame)
+    except dpkt.dpkt.UnpackError:
+        return None  # let the UDP decoder name what is wrong, with its offset
+    ip = eth.data
+    if not (isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, dpkt.tcp.TCP)):
+        return None
+    ip_start = ethernet.ETHERNET.size
+    while frame[ip_start - 2 : ip_start] in (b"\x81\x00", b"\x88\xa8"):
+        ip_start += ethernet.VLAN_TAG.size
+    start = ip_start + ip.hl * 4 + ip.data.off * 4
+    return start, min(len(frame), ip_start + ip.len)
 
 
 def _shifted(fn, base: int, *args):

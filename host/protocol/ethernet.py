@@ -91,9 +91,9 @@ def decode_udp_frame(frame: bytes | memoryview, *, allow_zero_checksum: bool = F
     an error like any other bad checksum, so the default refuses it.
 
     Raises :class:`NotUdpError` for a frame that is well-formed but not IPv4/UDP or is a
-    fragment, :class:`ChecksumError` for a bad IPv4 header checksum, :class:`TruncatedError` and
-    :class:`LengthError` for frames cut short or with inconsistent length fields. Ethernet
-    padding after the IP datagram is ignored.
+    fragment, :class:`ChecksumError` for a bad IPv4 header checksum,
+    :class:`TruncatedError` (at the frame's end) for a frame cut short and :class:`LengthError`
+    for inconsistent length fields. Ethernet padding after the IP datagram is ignored.
     """
     eth = ETHERNET.decode(frame)
     pos = ETHERNET.size
@@ -113,8 +113,12 @@ def decode_udp_frame(frame: bytes | memoryview, *, allow_zero_checksum: bool = F
         raise LengthError(f"IHL of {header_len} bytes is below 20", pos)
     if ip_start + header_len > len(frame):
         raise TruncatedError("IPv4 options cut short", len(frame))
-    if ip.total_length < header_len or ip_start + ip.total_length > len(frame):
-        raise LengthError(f"IPv4 total length {ip.total_length} does not fit the frame", pos + 2)
+    if ip.total_length < header_len:
+        raise LengthError(f"IPv4 total length {ip.total_length} is below its header", pos + 2)
+    if ip_start + ip.total_length > len(frame):
+        raise TruncatedError(
+            f"IPv4 datagram of {ip.total_length} bytes runs past the frame", len(frame)
+        )
     header = bytes(frame[ip_start : ip_start + header_len])
     if not (allow_zero_checksum and ip.checksum == 0) and (
         ipv4_checksum(header[:10] + b"\0\0" + header[12:]) != ip.checksum

@@ -148,7 +148,7 @@ class Format:
         if f.kind in ("uint", "int") and f.size not in _STRUCT_INT:
             signed = f.kind == "int"
             order = self.byteorder
-            return lambda v: int(v).to_bytes(f.size, order, signed=signed)
+            return lambda v: _odd_size_int(f, v, order, signed)
         return None
 
     def decode(self, data: bytes | memoryview, offset: int = 0, *, exact: bool = False):
@@ -190,13 +190,23 @@ class Format:
             raise ValueError(f"{self.name}: {exc}") from None
 
     def make(self, **values):
-        """A record with the given values (fields not given are 0 or empty text)."""
-        defaults = {
-            f.name: ("" if f.kind in ("alpha", "char") else b"" if f.kind == "bytes" else 0)
-            for f in self.fields
-        }
+        """A record with the given values; the rest are blank, so the record always encodes.
+
+        Fields not given are 0 (integers), empty text (``alpha``), a space (``char``, the
+        blank fill of fixed-width ASCII formats) or zero bytes (``bytes``).
+        """
+        defaults = {f.name: _BLANK[f.kind](f.size) for f in self.fields}
         defaults.update(values)
         return self.record(**defaults)
+
+
+_BLANK = {
+    "uint": lambda size: 0,
+    "int": lambda size: 0,
+    "alpha": lambda size: "",
+    "char": lambda size: " ",
+    "bytes": bytes,
+}
 
 
 def _ascii(f: Field, value) -> bytes:
@@ -206,6 +216,13 @@ def _ascii(f: Field, value) -> bytes:
     if f.kind == "char" and len(data) != 1:
         raise FieldValueError(f"field {f.name} holds one character, got {value!r}", 0)
     return data
+
+
+def _odd_size_int(f: Field, value, order: str, signed: bool) -> bytes:
+    try:
+        return int(value).to_bytes(f.size, order, signed=signed)
+    except OverflowError:
+        raise ValueError(f"field {f.name} of {f.size} bytes cannot hold {value!r}") from None
 
 
 def _exact_bytes(f: Field, value) -> bytes:

@@ -261,7 +261,7 @@ def encode_message(msg) -> bytes:
 
 
 def make(type: str, **values):
-    """A message record of ``type``; fields not given are 0 or empty text."""
+    """A message record of ``type``; fields not given are blank (see ``Format.make``)."""
     return FORMATS[type].make(type=type, **values)
 
 

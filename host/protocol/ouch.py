@@ -152,7 +152,7 @@ def _table(direction: str) -> dict[str, Format]:
 
 
 def make(direction: str, type: str, **values):
-    """An OUCH record of ``type``; fields not given are 0 or empty text."""
+    """An OUCH record of ``type``; fields not given are blank (see ``Format.make``)."""
     return _table(direction)[type].make(type=type, **values)
 
 
@@ -213,15 +213,22 @@ class SoupPacket(NamedTuple):
 
 
 def iter_soup(data: bytes | memoryview, offset: int = 0) -> Iterator[SoupPacket]:
-    """Split a SoupBinTCP byte stream into packets; a cut-short packet raises TruncatedError."""
+    """Split a SoupBinTCP byte stream into packets.
+
+    A packet cut short raises :class:`TruncatedError` and a zero length :class:`LengthError`,
+    both naming the offset of that packet's length field.
+    """
     pos = offset
     while pos < len(data):
-        hdr = SOUP_HEADER.decode(data, pos)
-        if hdr.length < 1:
+        if pos + 2 > len(data):
+            raise TruncatedError("SoupBinTCP length cut short", pos)
+        length = (data[pos] << 8) | data[pos + 1]
+        if length < 1:
             raise LengthError("SoupBinTCP packet of length 0", pos)
-        end = pos + 2 + hdr.length
+        end = pos + 2 + length
         if end > len(data):
-            raise TruncatedError(f"SoupBinTCP packet of {hdr.length} bytes runs past the end", pos)
+            raise TruncatedError(f"SoupBinTCP packet of {length} bytes runs past the end", pos)
+        hdr = SOUP_HEADER.decode(data, pos)
         yield SoupPacket(hdr.packet_type, bytes(data[pos + 3 : end]), pos + 3)
         pos = end
 
