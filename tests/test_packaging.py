@@ -57,6 +57,7 @@ def test_wheel_holds_only_tick2quote(tmp_path):
         "tick2quote/host/cli.py",
         "tick2quote/sim/models/book.py",
         "tick2quote/hdl/__init__.py",
+        "tick2quote/host/tic_sim.yaml",
     ):
         assert module in names
     entry_points = (
