@@ -2,7 +2,8 @@
 
 Every wide datapath in the core moves 8 bytes a beat. Byte lane ``i`` of a beat is
 ``data[8*i : 8*i + 8]`` and is the ``i``-th byte in wire order; ``keep`` has a 1 for each valid
-lane, contiguous from lane 0, and only the last beat of a packet may be partial.
+lane, contiguous from lane 0, and only the last beat of a packet may be partial (a payload beat,
+:data:`payload_beat_layout`, may also start at any lane of its first beat).
 
 Multi-byte header fields that the gateware decodes (MoldUDP64 sequence number, message count) are
 big-endian on the wire and are presented here as plain integers. Text fields (the session) are
@@ -14,12 +15,13 @@ from amaranth.lib import data
 __all__ = [
     "BEAT_BYTES",
     "beat_layout",
-    "message_layout",
+    "payload_beat_layout",
+    "ip_entry_layout",
+    "port_entry_layout",
+    "session_config_layout",
     "MOLD_HEADER_FIELDS",
     "MOLD_HEADER_SIZE",
     "mold_header_offsets",
-    "mold_header_layout",
-    "packet_status_layout",
 ]
 
 #: Bytes per beat of the core datapath.
@@ -28,22 +30,31 @@ BEAT_BYTES = 8
 #: One beat of a byte stream (a frame, a UDP payload, a MoldUDP64 packet).
 beat_layout = data.StructLayout({"data": 8 * BEAT_BYTES, "keep": BEAT_BYTES, "first": 1, "last": 1})
 
-#: One beat of a split-out message (ITCH type byte at lane 0 of the first beat).
+#: One beat of a UDP payload as the frame filter passes it on, *not* realigned: the beats of the
+#: frame, with ``keep`` set on the payload's lanes only (the payload starts at some lane of its
+#: ``first`` beat and ends at some lane of its ``last`` beat; every beat between is full).
 #:
-#: ``length`` is the message length from its 2-byte prefix and ``sequence`` its MoldUDP64
-#: sequence number (header sequence + index in the packet); both are valid on every beat.
-#: ``truncated`` is set on the last beat of a message that its packet ended before completing.
-message_layout = data.StructLayout(
+#: ``drop`` says the frame failed a header check; it is final from the beat holding payload byte
+#: 19 (the end of a MoldUDP64 header) on. ``truncated`` (on the ``last`` beat) says the frame
+#: ended before the payload did.
+payload_beat_layout = data.StructLayout(
     {
         "data": 8 * BEAT_BYTES,
         "keep": BEAT_BYTES,
         "first": 1,
         "last": 1,
-        "length": 16,
-        "sequence": 64,
+        "drop": 1,
         "truncated": 1,
     }
 )
+
+#: One entry of an address filter table: ``enable`` and the IPv4 address (big-endian integer).
+ip_entry_layout = data.StructLayout({"enable": 1, "address": 32})
+#: One entry of a port filter table: ``enable`` and the UDP port.
+port_entry_layout = data.StructLayout({"enable": 1, "port": 16})
+#: The expected MoldUDP64 session: ``enable`` and the 10 bytes in wire order (byte ``k`` at
+#: bits ``[8*k : 8*k + 8]``); disabled, the first session seen is adopted.
+session_config_layout = data.StructLayout({"enable": 1, "session": 80})
 
 #: MoldUDP64 downstream header fields as ``(name, size in bytes)``, in wire order.
 MOLD_HEADER_FIELDS: tuple[tuple[str, int], ...] = (("session", 10), ("sequence", 8), ("count", 2))
@@ -58,25 +69,3 @@ def mold_header_offsets() -> dict[str, tuple[int, int]]:
         offsets[name] = (pos, size)
         pos += size
     return offsets
-
-
-#: One MoldUDP64 packet header: ``session`` in wire order, ``sequence`` and ``count`` as integers.
-mold_header_layout = data.StructLayout({name: 8 * size for name, size in MOLD_HEADER_FIELDS})
-
-#: What became of one packet, reported when its last beat has been taken.
-#:
-#: - ``messages``: messages sent on the message stream for this packet (a truncated one included).
-#: - ``count_mismatch``: ``messages`` differs from the header count (0 for a heartbeat or an
-#:   end-of-session packet, whose counts 0 and 0xFFFF announce no messages).
-#: - ``truncated``: the packet ended inside a length prefix or inside a message.
-#: - ``zero_length``: a length prefix of 0 was found; the rest of the packet was discarded.
-#: - ``short``: the packet ended before its header was complete (no header record was sent).
-packet_status_layout = data.StructLayout(
-    {
-        "messages": 16,
-        "count_mismatch": 1,
-        "truncated": 1,
-        "zero_length": 1,
-        "short": 1,
-    }
-)

@@ -13,8 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.all import IP, TCP, UDP, Dot1Q, Ether, IPOption_NOP, IPv6, Raw, rdpcap
 from tick2quote.host.protocol import itch, moldudp64
-from tick2quote.host.protocol.ethernet import UdpFrame, encode_udp_frame
-from tick2quote.sim.models.ingress import IngressConfig, IngressMessage, IngressModel
+from tick2quote.host.protocol.ethernet import UdpFrame, decode_udp_frame, encode_udp_frame
+from tick2quote.sim.models.ingress import (
+    FILTER_CAUSES,
+    PACKET_OUTCOMES,
+    IngressConfig,
+    IngressMessage,
+    IngressModel,
+    filter_frame,
+)
 
 SESSION = b"000012345A"
 OTHER_SESSION = b"000012345B"
@@ -83,7 +90,7 @@ def test_frames_deliver_their_messages(build):
     out = model.frame(build(payload(1, msgs)))
     assert out == [IngressMessage(seq, m) for seq, m in zip((1, 2, 3), msgs)]
     assert model.counters["frames"] == 1 and model.counters["messages"] == 3
-    assert model.expected == 4 and not model.stale and model.counters["dropped"] == 0
+    assert model.expected == 4 and not model.stale and model.counters["accepted"] == 1
 
 
 DROPS = {
@@ -106,20 +113,22 @@ DROPS = {
     "wrong_dst_port": [lambda p: scapy_frame(p, dport=PORT + 1)],
     "truncated": [
         lambda p: scapy_frame(p)[:10],
+        lambda p: scapy_frame(p)[:16],  # inside the 802.1Q tag
         lambda p: scapy_frame(p)[:30],
         lambda p: scapy_frame(p, options=[IPOption_NOP()] * 8)[:40],
-        lambda p: bytes(Ether() / IP(dst=GROUP, len=500) / UDP(dport=PORT) / p),
+        lambda p: scapy_frame(p)[:44],  # inside the UDP header
     ],
     "bad_length": [
         lambda p: bytes(Ether() / IP(dst=GROUP) / UDP(dport=PORT, len=9) / p),
         lambda p: bytes(Ether() / IP(dst=GROUP, len=12) / UDP(dport=PORT) / p),
         lambda p: bytes(Ether() / IP(dst=GROUP, ihl=4) / UDP(dport=PORT) / p),
+        # a datagram longer than the frame whose UDP length disagrees: the lengths are
+        # checked before the end of the frame is known
+        lambda p: bytes(Ether() / IP(dst=GROUP, len=500) / UDP(dport=PORT) / p),
     ],
-    "bad_mold": [
-        lambda p: scapy_frame(p[:15]),  # header cut short
-        lambda p: scapy_frame(p[:-3]),  # last message cut short
-        lambda p: scapy_frame(p[:18] + b"\x00\x09" + p[20:]),  # count disagrees with blocks
-        lambda p: scapy_frame(p[:18] + b"\x00\x00" + p[20:]),  # heartbeat carrying messages
+    "short_payload": [
+        lambda p: scapy_frame(p[:15]),  # MoldUDP64 header cut short
+        lambda p: scapy_frame(b""),
     ],
 }
 CASES = [(cause, i) for cause, builders in DROPS.items() for i in range(len(builders))]
@@ -132,10 +141,62 @@ def test_every_drop_cause_is_counted(cause, variant):
     )
     good = payload(1, [message(1), message(2)])
     assert model.frame(DROPS[cause][variant](good)) == []
-    assert model.counters[cause] == 1 and model.counters["dropped"] == 1
-    assert model.counters["frames"] == 1 and model.expected is None
+    assert model.counters[cause] == 1 and model.counters["frames"] == 1
+    assert sum(model.counters[c] for c in FILTER_CAUSES) == 1
+    assert model.expected is None and model.counters["packets"] == 0
     # the model keeps working: the same packet, well framed, is then delivered whole
     assert len(model.frame(scapy_frame(good))) == 2
+    assert model.counters["accepted"] == 1
+
+
+def test_filter_agrees_with_the_codec_on_good_frames():
+    """Where the host codec accepts a frame, the filter passes the same payload."""
+    for build in (
+        lambda p: scapy_frame(p),
+        lambda p: scapy_frame(p, vlan=None, options=[IPOption_NOP()] * 12),
+        lambda p: our_frame(p, options=b"\x01" * 40),
+    ):
+        frame = build(payload(3, [message(5)]))
+        result = filter_frame(frame, IngressConfig())
+        assert result.cause == "accepted" and not result.truncated
+        assert result.payload == decode_udp_frame(frame).payload
+
+
+def test_frame_cut_inside_the_payload_delivers_its_complete_messages():
+    msgs = [message(n) for n in range(1, 5)]
+    frame = scapy_frame(payload(1, msgs))
+    cut = frame[: len(frame) - len(msgs[-1]) - 1]  # inside the last message
+    model = IngressModel()
+    assert model.frame(cut) == [IngressMessage(n, msgs[n - 1]) for n in (1, 2, 3)]
+    c = model.counters
+    assert c["truncated"] == 1 and c["accepted"] == 0 and c["packet_truncated"] == 1
+    assert model.expected == 4 and not model.stale
+    # the next packet starts after the lost message: a gap, the book goes stale
+    assert delivered(model, [payload(5, [message(5)])]) == [(5, message(5))]
+    assert c["gaps"] == 1 and c["gap_messages"] == 1 and model.stale
+
+
+@pytest.mark.parametrize(
+    "mangle, fault, sequences",
+    [
+        (lambda p: p[:-3], "overrun", [1]),  # the last block runs past the payload
+        (lambda p: p[:18] + b"\x00\x09" + p[20:], "count_mismatch", [1, 2]),
+        (lambda p: p[:18] + b"\x00\x01" + p[20:], "count_mismatch", [1]),
+        (lambda p: p[:18] + b"\x00\x00" + p[20:], "count_mismatch", []),  # heartbeat + blocks
+        (lambda p: p + b"\x00\x00" + bytes(5), "short_block", [1, 2]),
+        (lambda p: p[:20] + b"\x00\x03abc" + p[20:], "short_block", []),
+    ],
+    ids=["overrun", "count-high", "count-low", "heartbeat-with-blocks", "zero", "short"],
+)
+def test_packet_faults_deliver_what_came_before(mangle, fault, sequences):
+    msgs = [message(1), message(2)]
+    model = IngressModel()
+    out = model.frame(scapy_frame(mangle(payload(1, msgs))))
+    assert out == [IngressMessage(n, msgs[n - 1]) for n in sequences]
+    c = model.counters
+    assert c["accepted"] == 1 and c["packets"] == 1 and c[fault] == 1
+    assert sum(c[f] for f in PACKET_OUTCOMES) == 1
+    assert c["messages"] == len(sequences)
 
 
 def test_zero_checksum_accepted_only_when_allowed():
@@ -175,9 +236,8 @@ def test_garbage_never_raises_and_every_frame_is_accounted_for(data, cut, flip):
     for f in (data, bytes(frame), bytes(frame[:cut]), scapy_frame(data)):
         model.frame(f)
     c = model.counters
-    frame_drops = sum(c[cause] for cause in DROPS if cause != "bad_mold")
-    assert c["frames"] == 4 == frame_drops + c["packets"]
-    assert c["dropped"] == frame_drops + c["bad_mold"] + c["old_session"] + c["after_end"]
+    assert c["frames"] == 4 == sum(c[cause] for cause in FILTER_CAUSES)
+    assert sum(c[f] for f in PACKET_OUTCOMES) <= c["packets"] <= c["accepted"] + c["truncated"]
 
 
 # --------------------------------------------------------------------------- sequencing
@@ -350,7 +410,7 @@ def test_real_captures_pass_through(path):
         model = IngressModel(IngressConfig(allow_zero_checksum=anonymised))
         out = model.frame(frame)
         assert out == [IngressMessage(sequence + k, m) for k, m in enumerate(expected)]
-        assert len(out) >= 1 and model.counters["dropped"] == 0
+        assert len(out) >= 1 and model.counters["accepted"] == 1
         for m in out:
             assert len(m.data) == itch.SIZES[chr(m.data[0])]
         if anonymised:

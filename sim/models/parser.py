@@ -1,6 +1,6 @@
 """Reference model of the message parsers: ITCH 5.0 messages and tick records to book events.
 
-The model is the exact behaviour the gateware :mod:`tick2quote.hdl.parser` (``ItchParser``) and
+The model is the exact behaviour the gateware :mod:`tick2quote.hdl.moldparser` (``MoldParser``) and
 :mod:`tick2quote.hdl.tickparser` (``TickParser``) are checked against. It decodes with the
 project's codecs (:mod:`~tick2quote.host.protocol.itch`, :mod:`~tick2quote.host.protocol.tick`),
 not with the gateware's own offset tables, so a wrong offset in either shows up as a mismatch.
