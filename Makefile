@@ -34,7 +34,7 @@ demo: $(STAMP) tools
 test: $(STAMP) tools
 	$(VENV)/bin/ruff check hdl host sim boards tests
 	$(VENV)/bin/ruff format --check --quiet hdl host sim boards tests
-	$(SIMENV) ITCH_NO_CPP=1 $(PY) -m pytest -n $(JOBS) -q
+	$(SIMENV) ITCH_NO_CPP=1 $(PY) -m pytest -n $(JOBS) -q -m "not slow"
 
 bench: $(STAMP) tools
 	$(SIMENV) $(PY) -m tick2quote.sim.bench

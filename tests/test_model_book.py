@@ -571,3 +571,127 @@ def test_stream_matches_meatpy(seed, ticks):
     for index, msg in enumerate(messages):
         book.apply(msg)
         assert {loc: book.bbo(loc) for loc in LOCATES} == expected[index], (index, msg)
+
+
+# --------------------------------------------------------------------------- gateware geometry
+def test_depth_ladder_evicts_tracks_and_flags_an_unknown_best():
+    book = BookModel(depth=2)
+    book.apply(add(1, 1, "B", 10, 100))
+    book.apply(add(1, 2, "B", 10, 99))
+    book.apply(add(1, 3, "B", 5, 99))  # joins the tracked level 99
+    book.apply(add(1, 4, "B", 10, 98))  # worse than a full ladder: untracked
+    assert book.depth(1, "B") == [(100, 10), (99, 15)]
+    assert book.untracked_orders(1, "B") == 1
+    book.apply(add(1, 5, "B", 1, 101))  # better: level 99 (two orders) is evicted
+    assert book.depth(1, "B") == [(101, 1), (100, 10)]
+    assert book.untracked_orders(1, "B") == 3 and book.counters["levels_evicted"] == 1
+    book.apply(delete(1, 5))
+    book.apply(add(1, 6, "B", 1, 50))  # room in the ladder, but untracked orders may be better
+    assert book.depth(1, "B") == [(100, 10)] and book.untracked_orders(1, "B") == 4
+    record = book.apply(delete(1, 1))  # the ladder empties while orders are untracked
+    assert record.bbo == Bbo(0, 0, 0, 0, True) and book.counters["best_unknown"] == 1
+    book.recover(1)
+    assert book.bbo(1).stale  # derived: recover does not clear it
+    for ref in (2, 3, 4):
+        book.apply(delete(1, ref))
+    assert book.apply(execute(1, 6, 1)).bbo == Bbo(0, 0, 0, 0, False)  # last untracked gone
+    assert book.counters["best_unknown"] == 1 and book.live_orders == 0
+    assert book.apply(add(1, 7, "B", 3, 10)).bbo == Bbo(10, 3, 0, 0, False)
+
+
+def test_hash_geometry_refuses_an_add_only_when_its_set_is_full():
+    book = BookModel(sets=4, ways=2)
+    same_set = [(k << 16) | k for k in range(1, 4)]  # quarters cancel: every one hashes to 0
+    for ref in same_set:
+        book.apply(add(1, ref, "B", 1, 100))
+    assert book.counters["table_full"] == 1 and book.order(same_set[2]) is None
+    book.apply(add(1, 1, "B", 1, 100))  # set 1 is free although 3 orders were offered
+    assert book.live_orders == 3
+    book.apply(replace(1, same_set[0], same_set[2], 1, 100))  # frees a way, then takes it
+    assert book.order(same_set[2]) is not None and book.counters["table_full"] == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sets": 4}, "sets and ways go together, not sets=4 and ways=None"),
+        ({"sets": 6, "ways": 2}, "sets must be a power of two in 1 .. 65536, not 6"),
+        ({"sets": 4, "ways": 0}, "ways must be a positive integer, not 0"),
+        ({"depth": 0}, "depth must be a positive integer or None, not 0"),
+    ],
+)
+def test_geometry_parameters_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BookModel(**kwargs)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS, depth=st.integers(1, 4), ticks=st.sampled_from([3, 12]))
+def test_depth_ladder_is_exact_whenever_not_stale(ops, depth, ticks):
+    # Against the ideal model: the ladder holds the ideal book's best levels exactly, tracked
+    # plus untracked orders are all the live ones, and an unflagged BBO is the ideal one.
+    builder = StreamBuilder(ticks)
+    ideal, limited = BookModel(), BookModel(depth=depth)
+    for index, op in enumerate(ops):
+        msg = builder.op(*op)
+        ideal.apply(msg)
+        limited.apply(msg, sequence=index)
+        for loc in LOCATES:
+            bbo = limited.bbo(loc)
+            if not bbo.stale:
+                assert bbo == ideal.bbo(loc), (index, msg)
+            for side in "BS":
+                tracked = limited.depth(loc, side)
+                assert tracked == ideal.depth(loc, side)[: len(tracked)]
+                orders = sum(1 for lc, sd, _, _ in builder.live.values() if (lc, sd) == (loc, side))
+                prices = {p for p, _ in tracked}
+                in_ladder = sum(
+                    1 for lc, sd, p, _ in builder.live.values() if (lc, sd) == (loc, side)
+                    and p in prices
+                )  # fmt: skip
+                assert orders - in_ladder == limited.untracked_orders(loc, side)
+    assert limited.counters["applied"] == ideal.counters["applied"] == len(ops)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops=OPS, sets=st.sampled_from([1, 2, 4]), ways=st.integers(1, 3))
+def test_hash_geometry_matches_a_per_set_oracle(ops, sets, ways):
+    builder = StreamBuilder(6)
+    book = BookModel(sets=sets, ways=ways)
+    live: dict[int, int] = {}  # ref -> set, the orders the oracle accepted
+    refused = 0
+
+    def try_add(ref: int) -> bool:
+        home = (ref ^ ref >> 16 ^ ref >> 32 ^ ref >> 48) % sets
+        if sum(1 for s in live.values() if s == home) >= ways:
+            return False
+        live[ref] = home
+        return True
+
+    for op in ops:
+        msg = builder.op(*op)
+        book.apply(msg)
+        ref = msg.original_order_ref if msg.type == "U" else msg.order_ref
+        if msg.type in "AF":
+            refused += not try_add(ref)
+        elif ref in live:
+            if msg.type in "DU":
+                del live[ref]
+                if msg.type == "U":
+                    refused += not try_add(msg.new_order_ref)
+            elif ref not in builder.live:  # executed or cancelled in full
+                del live[ref]
+    assert book.counters["table_full"] == refused
+    assert book.live_orders == len(live)
+
+
+def test_subscribe_changes_filtering_but_keeps_the_book():
+    book = BookModel(max_symbols=8)
+    book.apply(add(2, 1, "B", 10, 100))
+    book.subscribe(2, False)
+    assert book.apply(delete(2, 1)) is None and book.counters["untracked"] == 1
+    book.subscribe(2, True)
+    assert book.bbo(2) == Bbo(100, 10, 0, 0, False)
+    assert book.apply(delete(2, 1)).bbo == EMPTY
+    with pytest.raises(ValueError, match="locate must be 0 .. 7, not 8"):
+        book.subscribe(8, True)

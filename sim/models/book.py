@@ -38,6 +38,20 @@ clears it. A stale symbol keeps its book up to date; its :class:`Bbo` carries ``
 
 Capacity is that of an ideal fully associative table: ``table_full`` happens exactly when
 ``max_orders`` orders are live. Level sizes are exact Python integers (no saturation).
+
+The gateware's geometry (see :mod:`.ordertable`), each part optional:
+
+- ``sets`` and ``ways`` (given together): the order table is set-associative; an add is
+  ``table_full`` exactly when the ``ways`` slots of the reference's set
+  (:func:`~.ordertable.fold_hash`) are taken, whatever the total; ``max_orders`` is not used.
+- ``depth``: each side of each symbol keeps a :class:`~.ordertable.PriceLadder` of at most
+  ``depth`` levels instead of every level; ``max_levels`` and ``levels_full`` are not used.
+  Evictions count ``levels_evicted``. A side whose best price becomes unknown (empty ladder,
+  untracked orders live) counts ``best_unknown`` once, when it starts; the symbol's
+  :class:`Bbo` is stale for as long as that lasts. That stale flag is *derived*, not sticky: it
+  goes with the condition and :meth:`BookModel.recover` does not touch it. An add while the best
+  is unknown is untracked, as it may not be the best. Whenever the flag is clear, the
+  :class:`Bbo` equals that of the ideal book.
 """
 
 from __future__ import annotations
@@ -48,6 +62,8 @@ from dataclasses import dataclass
 
 from tick2quote.host.protocol import itch
 from tick2quote.host.protocol.errors import DecodeError, UnknownTypeError
+
+from .ordertable import PriceLadder, fold_hash
 
 __all__ = ["Bbo", "TopOfBook", "BookModel"]
 
@@ -99,6 +115,11 @@ class BookModel:
     tracked:
         The subscription: ``None`` for every locate, a set of locates, or a predicate called
         once per locate at construction.
+    sets, ways:
+        Set-associative table geometry (``sets`` a power of two up to 65536), or ``None``.
+    depth:
+        Tracked price levels per symbol and side (a :class:`~.ordertable.PriceLadder`), or
+        ``None`` for every level.
     """
 
     def __init__(
@@ -107,7 +128,27 @@ class BookModel:
         max_orders: int = 65536,
         max_levels: int = 4096,
         tracked: Callable[[int], bool] | frozenset[int] | None = None,
+        *,
+        sets: int | None = None,
+        ways: int | None = None,
+        depth: int | None = None,
     ):
+        if (sets is None) != (ways is None):
+            raise ValueError(f"sets and ways go together, not sets={sets!r} and ways={ways!r}")
+        if sets is not None:
+            if not isinstance(sets, int) or sets < 1 or sets > 1 << 16 or sets & (sets - 1):
+                raise ValueError(f"sets must be a power of two in 1 .. 65536, not {sets!r}")
+            if not isinstance(ways, int) or ways < 1:
+                raise ValueError(f"ways must be a positive integer, not {ways!r}")
+        if depth is not None and (not isinstance(depth, int) or depth < 1):
+            raise ValueError(f"depth must be a positive integer or None, not {depth!r}")
+        self.sets, self.ways, self.depth_limit = sets, ways, depth
+        self._set_load = [0] * sets if sets else None
+        self._ladders = (
+            [PriceLadder(depth, bid=(i % 2 == 0)) for i in range(2 * max_symbols)]
+            if depth
+            else None
+        )
         for name, value, top in (
             ("max_symbols", max_symbols, 1 << 16),
             ("max_orders", max_orders, None),
@@ -184,8 +225,15 @@ class BookModel:
             counters["untracked"] += 1
             return None
         before = self._top(locate)
+        ladders = self._ladders
+        if ladders is not None:
+            unknown = (ladders[2 * locate].unknown, ladders[2 * locate + 1].unknown)
         if handler(msg, locate):
             counters["applied"] += 1
+        if ladders is not None:
+            for side in (0, 1):
+                if ladders[2 * locate + side].unknown and not unknown[side]:
+                    counters["best_unknown"] += 1
         after = self._top(locate)
         if after == before:
             return None
@@ -210,8 +258,18 @@ class BookModel:
         self._check_locate(locate)
         if side not in ("B", "S"):
             raise ValueError(f"side must be 'B' or 'S', not {side!r}")
+        if self._ladders is not None:
+            ladder = self._ladders[2 * locate + (side == "S")]
+            return [(price, shares) for price, shares, _ in ladder.levels]
         levels = self._levels[2 * locate + (side == "S")] or {}
         return sorted(levels.items(), reverse=side == "B")
+
+    def untracked_orders(self, locate: int, side: str) -> int:
+        """With ``depth``: the live orders of one side outside its ladder (else always 0)."""
+        self._check_locate(locate)
+        if self._ladders is None:
+            return 0
+        return self._ladders[2 * locate + (side == "S")].untracked
 
     def order(self, ref: int) -> tuple[int, str, int, int] | None:
         """The live order ``ref`` as ``(locate, side, price, shares)``, or ``None``."""
@@ -238,6 +296,12 @@ class BookModel:
         """Whether ``locate`` is stale."""
         self._check_locate(locate)
         return bool(self._stale[locate])
+
+    def subscribe(self, locate: int, tracked: bool) -> None:
+        """Change the subscription of one locate; its book and stale flag are kept as they are."""
+        self._check_locate(locate)
+        self._tracked = bytearray(self._tracked)
+        self._tracked[locate] = int(bool(tracked))
 
     # ------------------------------------------------------------------ stale control
     def mark_stale(self, locate: int | None = None) -> None:
@@ -268,6 +332,13 @@ class BookModel:
 
     def _top(self, locate: int) -> tuple[int, int, int, int, bool]:
         i = 2 * locate
+        if self._ladders is not None:
+            bid, ask = self._ladders[i], self._ladders[i + 1]
+            return (
+                *bid.best(),
+                *ask.best(),
+                self._stale[locate] == 1 or bid.unknown or ask.unknown,
+            )
         bid = self._best[i]
         ask = self._best[i + 1]
         return (
@@ -305,9 +376,20 @@ class BookModel:
             return self._refuse("bad_side", locate)
         if shares == 0 or price == 0:
             return self._refuse("bad_add", locate)
-        if len(orders) >= self.max_orders:
+        load = self._set_load
+        if load is not None:
+            home = fold_hash(ref, self.sets)
+            if load[home] >= self.ways:
+                return self._refuse("table_full", locate)
+            load[home] += 1
+        elif len(orders) >= self.max_orders:
             return self._refuse("table_full", locate)
         i = 2 * locate + s
+        if self._ladders is not None:
+            if self._ladders[i].add(price, shares):
+                self.counters["levels_evicted"] += 1
+            orders[ref] = [locate, s, price, shares]
+            return True
         levels = self._levels[i]
         if levels is None:
             levels = self._levels[i] = {}
@@ -328,12 +410,17 @@ class BookModel:
         """Take ``quantity`` shares (at most the order's) off the order and its level."""
         locate, s, price, shares = entry
         i = 2 * locate + s
-        levels = self._levels[i]
-        left = levels[price] - quantity
         if quantity == shares:
             del self._orders[ref]
+            if self._set_load is not None:
+                self._set_load[fold_hash(ref, self.sets)] -= 1
         else:
             entry[3] = shares - quantity
+        if self._ladders is not None:
+            self._ladders[i].remove(price, quantity, quantity == shares)
+            return
+        levels = self._levels[i]
+        left = levels[price] - quantity
         if left:
             levels[price] = left
             return

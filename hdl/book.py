@@ -1,0 +1,416 @@
+"""The gateware order book: order table, price ladders and top-of-book updates.
+
+:class:`OrderBook` consumes :data:`~tick2quote.hdl.events.BookEvent` and emits a
+:data:`top_of_book_layout` record whenever an event changes the best bid/offer, the best sizes
+or the stale flag of its symbol. Its behaviour is exactly that of
+:class:`tick2quote.sim.models.book.BookModel` built with the same geometry
+(``BookModel(symbols, sets=sets, ways=ways, depth=depth)``), with ``ADD`` .. ``REPLACE`` events
+in place of ITCH ``A F E C X D U``, ``DIRECTORY`` / ``TRADING`` in place of ``R`` / ``H``, and
+every other kind counted ``ignored``.
+
+Structure (all state in block-RAM-shaped memories with registered read ports):
+
+- **order table**: ``sets x ways`` entries, one memory per way, indexed by the XOR-fold hash of
+  the reference (:mod:`.ordertable`); a set with no free way refuses an add (``table_full``);
+- **price ladders**: one memory per side, one word per symbol holding the best ``depth`` levels
+  and the untracked order count (:mod:`.ladder`);
+- subscription mask and trading state: one bit / one byte per symbol, in memories; sticky stale
+  flags: one register bit per symbol (``mark_stale_all`` sets all at once).
+
+Timing. Cycle 0: the event is accepted; its hash and locate address the order table and both
+ladders at once. Cycle 1: the memories answer, match, update and comparison are computed and
+written back. Cycle 2: the update record is valid on ``o``. All read ports are transparent to
+the write ports, so the next event is accepted in cycle 1 already: **one event per cycle**
+(``REPLACE`` takes a second pass for its new reference: two cycles, update valid in cycle 3).
+``o`` back-pressure stalls the pipeline; nothing is dropped (``i.ready`` therefore follows
+``o.ready`` combinationally while an event is in flight). At 10 GbE line rate the shortest book
+message (Delete, 19 + 2 bytes) spans at least 2.6 beats of 8 bytes, so one event per cycle
+leaves headroom for bursts and the extra REPLACE cycle.
+
+After reset the book sweeps every memory clear (``max(sets, symbols)`` cycles, ``i.ready`` low
+meanwhile): block RAM keeps its contents across a soft reset.
+
+Widths: counters are 32 bits and wrap; level sizes are 32 bits (a level is assumed never to hold
+2**32 shares or more); order counts have ``log2(sets * ways) + 1`` bits, enough for a full table.
+"""
+
+import random
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .events import BookEvent, EventKind
+from .ladder import LadderUpdate, best_unknown, ladder_layout
+from .ordertable import WayMatch, entry_layout, fold_hash
+
+__all__ = ["OrderBook", "top_of_book_layout", "COUNTERS", "counter_layout"]
+
+#: The top-of-book record emitted on ``o``.
+top_of_book_layout = data.StructLayout(
+    {
+        "locate": 16,
+        "bid_px": 32,
+        "bid_sz": 32,
+        "ask_px": 32,
+        "ask_sz": 32,
+        "stale": 1,
+        "sequence": 64,
+        "stamp": 32,
+    }
+)
+
+#: Counter names: ``events`` counts every event taken; the others are the model's counters.
+COUNTERS = (
+    "events",
+    "applied",
+    "ignored",
+    "bad_locate",
+    "untracked",
+    "unknown_ref",
+    "locate_mismatch",
+    "overfill",
+    "duplicate_ref",
+    "bad_add",
+    "bad_side",
+    "table_full",
+    "levels_evicted",
+    "best_unknown",
+)
+
+#: The ``counters`` output: one 32-bit counter per name in :data:`COUNTERS`.
+counter_layout = data.StructLayout({name: 32 for name in COUNTERS})
+
+_BOOK_KINDS = (
+    EventKind.ADD,
+    EventKind.EXECUTE,
+    EventKind.EXECUTE_PRICE,
+    EventKind.CANCEL,
+    EventKind.DELETE,
+    EventKind.REPLACE,
+)
+
+
+def _power_of_two(name: str, value, low: int, high: int) -> int:
+    if not isinstance(value, int) or not low <= value <= high or value & (value - 1):
+        raise ValueError(f"{name} must be a power of two in {low} .. {high}, not {value!r}")
+    return value.bit_length() - 1
+
+
+def _decode(m: Module, value, bits: int, name: str) -> Signal:
+    """One-hot decode of a ``bits``-bit value, from two half-width predecoders (no wide case
+    statement, which synthesis handles poorly at 1024 symbols)."""
+    low_bits = bits // 2
+    low = Signal(1 << low_bits, name=f"{name}_low")
+    high = Signal(1 << (bits - low_bits), name=f"{name}_high")
+    one_hot = Signal(1 << bits, name=name)
+    mask = (1 << low_bits) - 1
+    m.d.comb += [
+        low.eq(Cat(value[:low_bits] == k for k in range(len(low)))),
+        high.eq(Cat(value[low_bits:bits] == k for k in range(len(high)))),
+        one_hot.eq(Cat(high[k >> low_bits] & low[k & mask] for k in range(1 << bits))),
+    ]
+    return one_hot
+
+
+class OrderBook(wiring.Component):
+    """Order book with top-of-book output (see the module documentation).
+
+    Parameters
+    ----------
+    symbols:
+        Locates ``0 .. symbols - 1`` are kept (a power of two, 2 .. 65536); others count
+        ``bad_locate``.
+    sets, ways:
+        Order-table geometry: ``sets`` (a power of two, 2 .. 65536) times ``ways`` (1 .. 16)
+        entries; the default holds 65 536 orders.
+    depth:
+        Tracked price levels per symbol and side (1 .. 64).
+    garbage_seed:
+        For tests: fill every memory's initial contents with pseudo-random garbage from this
+        seed (as block RAM holds after a soft reset), to check the clear sweep.
+
+    Ports
+    -----
+    i: in stream of :data:`BookEvent`. o: out stream of :data:`top_of_book_layout`.
+    mark_stale_all: pulse, every symbol becomes stale (a sequence gap).
+    recover_all / recover + recover_locate: pulse, clear the stale flag of all / one symbol.
+    mask_write + mask_locate + mask_tracked: write one subscription bit (all are 1 after
+    reset); applies to events accepted after the write cycle.
+    state_locate -> state: the last ``TRADING`` state byte of a symbol (``'T'`` after reset),
+    one cycle after the address.
+    counters: :data:`counter_layout`. clearing: the reset-time sweep is running.
+
+    ``mark_stale_all`` and the recover inputs act after an event finishing in the same cycle;
+    between the two passes of a REPLACE they act after the REPLACE.
+    """
+
+    def __init__(self, symbols=1024, sets=16384, ways=4, depth=8, *, garbage_seed=None):
+        self.locate_bits = _power_of_two("symbols", symbols, 2, 1 << 16)
+        self.set_bits = _power_of_two("sets", sets, 2, 1 << 16)
+        if not isinstance(ways, int) or not 1 <= ways <= 16:
+            raise ValueError(f"ways must be an integer in 1 .. 16, not {ways!r}")
+        if not isinstance(depth, int) or not 1 <= depth <= 64:
+            raise ValueError(f"depth must be an integer in 1 .. 64, not {depth!r}")
+        self.symbols, self.sets, self.ways, self.depth = symbols, sets, ways, depth
+        self.orders = sets * ways
+        self.count_bits = self.orders.bit_length()
+        self.garbage_seed = garbage_seed
+        super().__init__(
+            {
+                "i": In(stream.Signature(BookEvent)),
+                "o": Out(stream.Signature(top_of_book_layout)),
+                "mark_stale_all": In(1),
+                "recover_all": In(1),
+                "recover": In(1),
+                "recover_locate": In(16),
+                "mask_write": In(1),
+                "mask_locate": In(16),
+                "mask_tracked": In(1),
+                "state_locate": In(16),
+                "state": Out(8),
+                "counters": Out(counter_layout),
+                "clearing": Out(1),
+            }
+        )
+
+    def _memory(self, width: int, depth: int, name: str) -> Memory:
+        init = []
+        if self.garbage_seed is not None:
+            rng = random.Random(f"{self.garbage_seed}-{name}")
+            init = [rng.getrandbits(width) for _ in range(depth)]
+        return Memory(shape=width, depth=depth, init=init)
+
+    def elaborate(self, platform):
+        m = Module()
+        lb, sb = self.locate_bits, self.set_bits
+        entry_shape = entry_layout(sb, lb)
+        ladder_shape = ladder_layout(self.depth, self.count_bits)
+
+        # ------------------------------------------------------------ clear sweep after reset
+        clear_bits = max(lb, sb)
+        clearing = Signal(init=1)
+        clear_addr = Signal(clear_bits)
+        with m.If(clearing):
+            m.d.sync += clear_addr.eq(clear_addr + 1)
+            with m.If(clear_addr == (1 << clear_bits) - 1):
+                m.d.sync += clearing.eq(0)
+        m.d.comb += self.clearing.eq(clearing)
+        clear_sets = clearing & (clear_addr >> sb == 0)
+        clear_symbols = clearing & (clear_addr >> lb == 0)
+
+        # ------------------------------------------------------------ memories
+        def memory(name, width, depth):
+            mem = self._memory(width, depth, name)
+            m.submodules[name] = mem
+            wp = mem.write_port()
+            rp = mem.read_port(transparent_for=(wp,))
+            return wp, rp
+
+        table = [memory(f"way{w}", entry_shape.size, self.sets) for w in range(self.ways)]
+        ladders = [memory(name, ladder_shape.size, self.symbols) for name in ("bids", "asks")]
+        mask_wp, mask_rp = memory("mask", 1, self.symbols)
+        state_mem = self._memory(8, self.symbols, "state")
+        m.submodules.state = state_mem
+        state_wp = state_mem.write_port()
+        state_rp = state_mem.read_port()
+        m.d.comb += [state_rp.addr.eq(self.state_locate), self.state.eq(state_rp.data)]
+
+        # ------------------------------------------------------------ stage 1 registers
+        s1_valid = Signal()
+        ev = Signal(BookEvent)
+        second = Signal()  # REPLACE: the pass that adds the new reference
+        s1_set = Signal(sb)
+        saved_side = Signal()
+        saved_top = Signal(top_of_book_layout)
+        saved_unknown = Signal()
+        saved_sticky = Signal()
+        stale = Signal(self.symbols)  # sticky stale flags
+
+        o_free = ~self.o.valid | self.o.ready
+        commit = s1_valid & o_free
+        is_replace_first = (ev.kind == EventKind.REPLACE) & ~second
+        go_second = Signal()
+        finish = commit & ~go_second
+        accept = self.i.valid & self.i.ready
+        m.d.comb += self.i.ready.eq(~clearing & (~s1_valid | (commit & ~is_replace_first)))
+
+        # ------------------------------------------------------------ stage 0: addresses
+        issue_second = commit & go_second
+        key = Mux(second, ev.new_ref, ev.order_ref)
+        set_addr = Mux(
+            issue_second, fold_hash(ev.new_ref, sb), fold_hash(self.i.payload.order_ref, sb)
+        )
+        symbol_addr = Mux(issue_second, ev.locate, self.i.payload.locate)[:lb]
+        for _, rp in table + ladders:
+            m.d.comb += rp.en.eq(accept | issue_second)
+        for _, rp in table:
+            m.d.comb += rp.addr.eq(set_addr)
+        for _, rp in ladders:
+            m.d.comb += rp.addr.eq(symbol_addr)
+        m.d.comb += [mask_rp.en.eq(accept), mask_rp.addr.eq(self.i.payload.locate[:lb])]
+        with m.If(accept):
+            m.d.sync += [s1_valid.eq(1), ev.eq(self.i.payload), second.eq(0), s1_set.eq(set_addr)]
+        with m.Elif(issue_second):
+            m.d.sync += [second.eq(1), s1_set.eq(set_addr)]
+        with m.Elif(finish):
+            m.d.sync += [s1_valid.eq(0), second.eq(0)]
+
+        # ------------------------------------------------------------ stage 1: decode
+        kind = ev.kind
+        is_book = Cat(kind == k for k in _BOOK_KINDS).any()
+        is_reference = (kind == EventKind.DIRECTORY) | (kind == EventKind.TRADING)
+        locate_ok = (ev.locate >> lb) == 0
+        loc = ev.locate[:lb]
+        tracked = mask_rp.data[0]
+        active = is_book & locate_ok & (tracked | second)
+
+        entries = [data.View(entry_shape, rp.data) for _, rp in table]
+        match = WayMatch(m, entry_shape, entries, key, sb)
+        entry = match.entry
+        adding = (kind == EventKind.ADD) | second
+        side_code_ok = (ev.code == ord("B")) | (ev.code == ord("S"))
+        duplicate = match.found
+        bad_side = ~second & ~side_code_ok
+        bad_add = (ev.shares == 0) | (ev.price == 0)
+        table_full = ~match.any_free
+        add_ok = ~duplicate & ~bad_side & ~bad_add & ~table_full
+        unknown = ~match.found
+        mismatch = match.found & (entry.locate != loc)
+        lookup_ok = match.found & ~mismatch
+        takes_all = (kind == EventKind.DELETE) | (kind == EventKind.REPLACE)
+        overfill = ~takes_all & (ev.shares > entry.shares)
+        quantity = Mux(takes_all | overfill, entry.shares, ev.shares)
+        leaves = quantity == entry.shares
+        m.d.comb += go_second.eq(active & is_replace_first & lookup_ok)
+
+        side = Mux(adding, Mux(second, saved_side, ev.side), entry.side)
+        bids, asks = (data.View(ladder_shape, rp.data) for _, rp in ladders)
+        old = Signal(ladder_shape)
+        m.d.comb += old.eq(Mux(side, asks.as_value(), bids.as_value()))
+        update = LadderUpdate(
+            m,
+            old,
+            bid=~side,
+            add=active & adding & add_ok,
+            remove=active & ~adding & lookup_ok,
+            price=Mux(adding, ev.price, entry.price),
+            shares=Mux(adding, ev.shares, quantity),
+            leaves=leaves,
+        )
+        refused = active & Mux(
+            adding, ~add_ok, ~lookup_ok | overfill
+        )  # any counted refusal marks the symbol stale
+
+        # ------------------------------------------------------------ top of book before/after
+        def top(bid_ladder, ask_ladder, sticky):
+            rec = Signal(top_of_book_layout)
+            m.d.comb += [
+                rec.locate.eq(ev.locate),
+                rec.bid_px.eq(bid_ladder.levels[0].price),
+                rec.bid_sz.eq(bid_ladder.levels[0].shares),
+                rec.ask_px.eq(ask_ladder.levels[0].price),
+                rec.ask_sz.eq(ask_ladder.levels[0].shares),
+                rec.stale.eq(sticky | best_unknown(bid_ladder) | best_unknown(ask_ladder)),
+                rec.sequence.eq(ev.sequence),
+                rec.stamp.eq(ev.stamp),
+            ]
+            return rec
+
+        # the second pass of a REPLACE uses the flag its first pass saw: a stale pulse between
+        # the passes then acts after the whole REPLACE, as documented
+        at_loc = _decode(m, loc, lb, "at_loc")  # one-hot: the event's stale register bit
+        sticky_now = Mux(second, saved_sticky, (stale & at_loc).any())
+        current = top(bids, asks, sticky_now)
+        before = Signal(top_of_book_layout)
+        m.d.comb += before.eq(Mux(second, saved_top.as_value(), current.as_value()))
+        new_bids = Signal(ladder_shape)
+        new_asks = Signal(ladder_shape)
+        m.d.comb += [
+            new_bids.eq(Mux(side, bids.as_value(), update.new.as_value())),
+            new_asks.eq(Mux(side, update.new.as_value(), asks.as_value())),
+        ]
+        after = top(new_bids, new_asks, sticky_now | refused)
+        unknown_before = Mux(second, saved_unknown, best_unknown(old))
+        unknown_after = best_unknown(update.new)
+        changed = (before.as_value() != after.as_value()) & is_book & locate_ok & (tracked | second)
+
+        # ------------------------------------------------------------ commit
+        with m.If(issue_second):
+            m.d.sync += [
+                saved_side.eq(entry.side),
+                saved_top.eq(current),
+                saved_unknown.eq(best_unknown(old)),
+                saved_sticky.eq(sticky_now),
+            ]
+        writes = commit & active
+        for w, (wp, _) in enumerate(table):
+            new_entry = Signal(entry_shape)
+            with m.If(adding):
+                m.d.comb += [
+                    new_entry.valid.eq(1),
+                    new_entry.ref_high.eq(key[sb:]),
+                    new_entry.locate.eq(loc),
+                    new_entry.side.eq(side),
+                    new_entry.price.eq(ev.price),
+                    new_entry.shares.eq(ev.shares),
+                ]
+            with m.Elif(~leaves):
+                m.d.comb += [new_entry.eq(entry), new_entry.shares.eq(entry.shares - quantity)]
+            written = Mux(adding, add_ok & match.free_first[w], lookup_ok & match.hits[w])
+            m.d.comb += [
+                wp.addr.eq(Mux(clearing, clear_addr, s1_set)),
+                wp.data.eq(Mux(clearing, 0, new_entry.as_value())),
+                wp.en.eq(clear_sets | (writes & written)),
+            ]
+        ladder_write = writes & Mux(adding, add_ok, lookup_ok)
+        for s, (wp, _) in enumerate(ladders):
+            m.d.comb += [
+                wp.addr.eq(Mux(clearing, clear_addr, loc)),
+                wp.data.eq(Mux(clearing, 0, update.new.as_value())),
+                wp.en.eq(clear_symbols | (ladder_write & (side == s))),
+            ]
+        m.d.comb += [
+            mask_wp.addr.eq(Mux(clearing, clear_addr, self.mask_locate)),
+            mask_wp.data.eq(clearing | self.mask_tracked),
+            mask_wp.en.eq(clear_symbols | (self.mask_write & (self.mask_locate >> lb == 0))),
+            state_wp.addr.eq(Mux(clearing, clear_addr, loc)),
+            state_wp.data.eq(Mux(clearing, ord("T"), ev.code)),
+            state_wp.en.eq(clear_symbols | (finish & (kind == EventKind.TRADING) & locate_ok)),
+        ]
+
+        # in this order: the finishing event's refusal, mark all, recover one, recover all
+        flagged = stale | Mux(finish & refused, at_loc, 0)
+        marked = Mux(self.mark_stale_all, (1 << self.symbols) - 1, flagged)
+        at_recover = _decode(m, self.recover_locate[:lb], lb, "at_recover")
+        recovered = marked & ~Mux(self.recover, at_recover, 0)
+        m.d.sync += stale.eq(Mux(self.recover_all, 0, recovered))
+
+        with m.If(finish & changed):
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(after)]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+
+        # ------------------------------------------------------------ counters
+        outcomes = {
+            "events": 1,
+            "applied": active & ~refused,
+            "ignored": ~is_book & ~is_reference,
+            "bad_locate": (is_book | is_reference) & ~locate_ok,
+            "untracked": is_book & locate_ok & ~tracked & ~second,
+            "unknown_ref": active & ~adding & unknown,
+            "locate_mismatch": active & ~adding & mismatch,
+            "overfill": active & ~adding & lookup_ok & overfill,
+            "duplicate_ref": active & adding & duplicate,
+            "bad_add": active & adding & ~duplicate & ~bad_side & bad_add,
+            "bad_side": active & adding & ~duplicate & bad_side,
+            "table_full": active & adding & ~duplicate & ~bad_side & ~bad_add & table_full,
+            "levels_evicted": active & adding & add_ok & update.evicted,
+            "best_unknown": active & unknown_after & ~unknown_before,
+        }
+        with m.If(finish):
+            for name, cond in outcomes.items():
+                counter = getattr(self.counters, name)
+                m.d.sync += counter.eq(counter + cond)
+        return m
