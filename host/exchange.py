@@ -358,11 +358,11 @@ class SimulatedExchange:
                 record.locate, record.side, record.price, record.shares
             )
         elif kind == "U":
-            old = self._feed.pop(record.original_order_ref, None)
+            old = self._feed.pop(record.original_ref, None)
             if old is None:
                 self.counters["unknown_feed_ref"] += 1
             else:
-                self._feed[record.new_order_ref] = _FeedOrder(
+                self._feed[record.new_ref] = _FeedOrder(
                     old.locate, old.side, record.price, record.shares
                 )
         elif kind == "D":

@@ -311,8 +311,8 @@ class _Session:
                 ipo_flag="N",
                 luld_tier="1" if category == "Q" else "2",
                 etp_flag="N",
-                etp_leverage_factor=0,
-                inverse_indicator="N",
+                etp_leverage=0,
+                inverse="N",
             )
         for sym in self.symbols:
             ts = self._at(self.now + rng.randint(500, 5_000))

@@ -222,14 +222,14 @@ def to_ticks(messages: Iterable, *, midnight_ns: int = 0, reduce_on_trade: bool 
             match = msg.match_number
             out.append(record(msg.locate, trade_type, side, msg.price, msg.shares, ts, match, 0))
             continue
-        ref = msg.original_order_ref if kind == "U" else msg.order_ref
+        ref = msg.original_ref if kind == "U" else msg.order_ref
         order = orders.get(ref)
         if order is None:
             raise ValueError(f"message {index}: {kind} names order {ref}, which is not live")
         locate, side, price, shares, tick_id = order
         if kind == "U":
             del orders[ref]
-            orders[msg.new_order_ref] = [locate, side, msg.price, msg.shares, tick_id]
+            orders[msg.new_ref] = [locate, side, msg.price, msg.shares, tick_id]
             out.append(record(locate, tick.MODIFY, side, msg.price, msg.shares, ts, tick_id, 0))
             continue
         if kind == "D":

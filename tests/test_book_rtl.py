@@ -201,7 +201,7 @@ def delete(loc, ref):
 
 
 def replace(loc, old, new, shares, price):
-    return itch.make("U", locate=loc, original_order_ref=old, new_order_ref=new, shares=shares,
+    return itch.make("U", locate=loc, original_ref=old, new_ref=new, shares=shares,
                      price=price)  # fmt: skip
 
 

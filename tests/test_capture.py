@@ -88,9 +88,7 @@ def random_stream(seed: int, count: int) -> list:
             out.append(itch.make("D", **common, order_ref=ref))
         else:
             out.append(
-                itch.make(
-                    "U", **common, original_order_ref=ref, new_order_ref=ref + 1, shares=3, price=9
-                )
+                itch.make("U", **common, original_ref=ref, new_ref=ref + 1, shares=3, price=9)
             )
     return out
 

@@ -49,8 +49,8 @@ def test_decode_json_agrees_with_itchfeed_on_real_captures():
             assert obj["locate"] == ref.stock_locate
             assert obj["timestamp"] == ref.timestamp
             if obj["type"] == "U":
-                assert obj["original_order_ref"] == ref.order_reference_number
-                assert obj["new_order_ref"] == ref.new_order_reference_number
+                assert obj["original_ref"] == ref.order_reference_number
+                assert obj["new_ref"] == ref.new_order_reference_number
             elif hasattr(ref, "order_reference_number"):
                 assert obj["order_ref"] == ref.order_reference_number
             if hasattr(ref, "price"):

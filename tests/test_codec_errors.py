@@ -42,7 +42,7 @@ ITCH_MESSAGES = [
     itch.make("A", locate=7, order_ref=1, side="B", shares=100, stock="AAPL", price=1_500_000),
     itch.make("E", locate=7, order_ref=1, executed_shares=40, match_number=9),
     itch.make("S", event_code="O"),
-    itch.make("U", locate=7, original_order_ref=1, new_order_ref=2, shares=60, price=1_500_100),
+    itch.make("U", locate=7, original_ref=1, new_ref=2, shares=60, price=1_500_100),
 ]
 MOLD = struct.pack(">10sQH", b"SESSION001", 1000, len(ITCH_MESSAGES)) + itch.encode_blocks(
     ITCH_MESSAGES

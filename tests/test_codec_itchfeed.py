@@ -52,8 +52,8 @@ BODY_NAMES = {
         "ipo_flag": "ipo_flag",
         "luld_tier": "luld_ref",
         "etp_flag": "etp_flag",
-        "etp_leverage_factor": "etp_leverage_factor",
-        "inverse_indicator": "inverse_indicator",
+        "etp_leverage": "etp_leverage_factor",
+        "inverse": "inverse_indicator",
     },
     "H": {
         "stock": "stock",
@@ -129,8 +129,8 @@ BODY_NAMES = {
     "X": {"order_ref": "order_reference_number", "cancelled_shares": "cancelled_shares"},
     "D": {"order_ref": "order_reference_number"},
     "U": {
-        "original_order_ref": "order_reference_number",
-        "new_order_ref": "new_order_reference_number",
+        "original_ref": "order_reference_number",
+        "new_ref": "new_order_reference_number",
         "shares": "shares",
         "price": "price",
     },

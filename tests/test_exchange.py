@@ -187,7 +187,7 @@ def test_feed_order_table_follows_replace_cancel_delete():
     ex.on_order(enter(1, "B", 100, 1_000_000))
     ex.on_market(add(90, "B", 100, 1_000_300))
     ex.on_market(
-        itch.make("U", locate=AAPL, original_order_ref=90, new_order_ref=91, shares=50,
+        itch.make("U", locate=AAPL, original_ref=90, new_ref=91, shares=50,
                   price=999_000)
     )  # fmt: skip
     assert ex.on_market(executed(90, 10)) == [] and ex.counters["unknown_feed_ref"] == 1

@@ -139,9 +139,7 @@ def test_activity_is_skewed_and_arrivals_are_bursty(messages):
 
 def test_references_are_new_increasing_and_prices_positive(messages):
     new_refs = [
-        m.order_ref if m.type in "AF" else m.new_order_ref
-        for m in flow_of(messages)
-        if m.type in "AFU"
+        m.order_ref if m.type in "AF" else m.new_ref for m in flow_of(messages) if m.type in "AFU"
     ]
     assert all(a < b for a, b in zip(new_refs, new_refs[1:]))
     assert all(m.price > 0 for m in flow_of(messages) if m.type in "AFUP")
@@ -162,7 +160,7 @@ def test_every_message_round_trips_through_our_codec_and_itchfeed(messages):
             assert other.buy_sell_indicator.decode() == ours.side
         elif ours.type == "U":
             refs = (other.order_reference_number, other.new_order_reference_number)
-            assert refs == (ours.original_order_ref, ours.new_order_ref)
+            assert refs == (ours.original_ref, ours.new_ref)
             assert (other.shares, other.price) == (ours.shares, ours.price)
 
 

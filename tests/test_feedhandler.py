@@ -29,8 +29,8 @@ from tick2quote.sim.streams import packet_beats, pause_pattern
 
 # Event field -> the codec's field name, per ITCH type (everything the parser takes).
 CODEC_NAMES = {
-    "order_ref": {"U": "original_order_ref"},
-    "new_ref": {"U": "new_order_ref"},
+    "order_ref": {"U": "original_ref"},
+    "new_ref": {"U": "new_ref"},
     "shares": {"E": "executed_shares", "C": "executed_shares", "X": "cancelled_shares"},
     "price": {"C": "execution_price"},
     "code": {"A": "side", "F": "side", "P": "side", "C": "printable", "S": "event_code",

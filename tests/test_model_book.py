@@ -38,7 +38,7 @@ def delete(locate, ref):
 
 
 def replace(locate, old, new, shares, price):
-    return itch.make("U", locate=locate, original_order_ref=old, new_order_ref=new,
+    return itch.make("U", locate=locate, original_ref=old, new_ref=new,
                      shares=shares, price=price)  # fmt: skip
 
 
@@ -332,7 +332,7 @@ class StreamBuilder:
         new, self.next_ref = self.next_ref, self.next_ref + 1
         price, new_shares = BASE_PRICE + (c % self.ticks) * 100, 1 + d % 500
         self.live[new] = [loc, entry[1], price, new_shares]
-        return self._emit("U", locate=loc, original_order_ref=ref, new_order_ref=new,
+        return self._emit("U", locate=loc, original_ref=ref, new_ref=new,
                           shares=new_shares, price=price)  # fmt: skip
 
     def _head_of_a_queue(self, a: int) -> int:
@@ -432,7 +432,7 @@ class CapacityOracle:
         return False
 
     def apply(self, msg):
-        ref = msg.original_order_ref if msg.type == "U" else msg.order_ref
+        ref = msg.original_ref if msg.type == "U" else msg.order_ref
         if msg.type in "AF":
             ok = self._add(msg.locate, ref, msg.side, msg.shares, msg.price)
         elif ref not in self.live:
@@ -441,7 +441,7 @@ class CapacityOracle:
             ok = False
         elif msg.type == "U":
             loc, side = self.live.pop(ref)[:2]
-            ok = self._add(loc, msg.new_order_ref, side, msg.shares, msg.price)
+            ok = self._add(loc, msg.new_ref, side, msg.shares, msg.price)
         elif msg.type == "D":
             ok = bool(self.live.pop(ref))
         else:
@@ -671,14 +671,14 @@ def test_hash_geometry_matches_a_per_set_oracle(ops, sets, ways):
     for op in ops:
         msg = builder.op(*op)
         book.apply(msg)
-        ref = msg.original_order_ref if msg.type == "U" else msg.order_ref
+        ref = msg.original_ref if msg.type == "U" else msg.order_ref
         if msg.type in "AF":
             refused += not try_add(ref)
         elif ref in live:
             if msg.type in "DU":
                 del live[ref]
                 if msg.type == "U":
-                    refused += not try_add(msg.new_order_ref)
+                    refused += not try_add(msg.new_ref)
             elif ref not in builder.live:  # executed or cancelled in full
                 del live[ref]
     assert book.counters["table_full"] == refused

@@ -44,7 +44,7 @@ def test_book_fields_sit_at_published_offsets():
         32,
     )
     rep = itch.FORMATS["U"].offsets
-    assert (rep["new_order_ref"], rep["shares"], rep["price"]) == (19, 27, 31)
+    assert (rep["new_ref"], rep["shares"], rep["price"]) == (19, 27, 31)
     assert itch.FORMATS["C"].offsets["execution_price"] == 32
 
 

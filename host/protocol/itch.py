@@ -62,8 +62,8 @@ _BODIES: dict[str, tuple[str, list[Field]]] = {
             char("ipo_flag"),
             char("luld_tier"),
             char("etp_flag"),
-            uint("etp_leverage_factor", 4),
-            char("inverse_indicator"),
+            uint("etp_leverage", 4),
+            char("inverse"),
         ],
     ),
     "H": (
@@ -168,8 +168,8 @@ _BODIES: dict[str, tuple[str, list[Field]]] = {
     "U": (
         "OrderReplace",
         [
-            uint("original_order_ref", 8),
-            uint("new_order_ref", 8),
+            uint("original_ref", 8),
+            uint("new_ref", 8),
             uint("shares", 4),
             uint("price", 4),
         ],

@@ -456,8 +456,8 @@ class BookModel:
         return True
 
     def _on_replace(self, msg, locate: int) -> bool:
-        entry = self._lookup(msg.original_order_ref, locate)
+        entry = self._lookup(msg.original_ref, locate)
         if entry is None:
             return False
-        self._remove_shares(msg.original_order_ref, entry, entry[3])
-        return self._add(locate, msg.new_order_ref, "BS"[entry[1]], msg.shares, msg.price)
+        self._remove_shares(msg.original_ref, entry, entry[3])
+        return self._add(locate, msg.new_ref, "BS"[entry[1]], msg.shares, msg.price)

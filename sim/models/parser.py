@@ -233,8 +233,8 @@ class ParserModel:
         if t == "U":
             return BookEvent(
                 **common,
-                order_ref=rec.original_order_ref,
-                new_ref=rec.new_order_ref,
+                order_ref=rec.original_ref,
+                new_ref=rec.new_ref,
                 shares=rec.shares,
                 price=rec.price,
             )
