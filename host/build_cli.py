@@ -1,0 +1,69 @@
+"""``t2q build``: build a board's bitstream (or vendor project) and print what it gave."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+__all__ = ["build"]
+
+_BOARDS = ("ecpix5", "butterstick", "colorlight", "kcu105")
+
+
+def _fraction(pair) -> str:
+    if pair is None:
+        return "-"
+    used, total = pair
+    return f"{used} / {total} ({100 * used / total:.0f}%)" if total else str(used)
+
+
+@click.command()
+@click.option("--board", required=True, type=click.Choice(_BOARDS), help="Board to build for.")
+@click.option("--capacity", type=click.IntRange(min=1), default=None,
+              help="Core capacity (orders); default: the board's.")  # fmt: skip
+@click.option("--core-clock", type=float, default=156.25, show_default=True,
+              help="Requested core clock in MHz.")  # fmt: skip
+@click.option("--build-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Build directory (default: build/boards/<board>).")  # fmt: skip
+@click.option("--program", is_flag=True, help="Load the bitstream with openFPGALoader.")
+def build(board, capacity, core_clock, build_dir, program):
+    """Synthesise, place and route a board top; print Fmax per clock and utilisation.
+
+    For the KCU105 (no Vivado here) the complete Vivado project is written instead.
+    """
+    from ..boards import build as board_build
+
+    try:
+        report = board_build.run_build(
+            board, capacity=capacity, core_clock=core_clock * 1e6, build_dir=build_dir
+        )
+    except board_build.BuildError as exc:
+        partial = getattr(exc, "report", None)
+        if partial is not None:
+            _print_report(partial)
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    _print_report(report)
+    if program:
+        if report.bitstream is None:
+            raise click.UsageError(f"{board}: nothing to program (vendor project only)")
+        board_build.program(report)
+        click.echo("programmed")
+
+
+def _print_report(report) -> None:
+    click.echo(f"board {report.board} ({report.device}), {report.wall_seconds:.1f} s")
+    if report.project is not None:
+        click.echo(f"Vivado not run: project written to {report.project.parent} "
+                   f"(run `vivado -mode batch -source {report.project.name}` there)")  # fmt: skip
+        return
+    for timing in report.clocks.values():
+        verdict = "PASS" if timing.passed else "FAIL"
+        click.echo(f"  Fmax {timing.clock}: {timing.fmax_mhz:.2f} MHz "
+                   f"(constraint {timing.target_mhz:.2f} MHz, {verdict})")  # fmt: skip
+    click.echo(f"  LUTs {_fraction(report.luts)}, FFs {_fraction(report.flip_flops)}, "
+               f"block RAM {_fraction(report.block_ram)}, DSP {_fraction(report.dsp)}")  # fmt: skip
+    if report.bitstream is not None:
+        click.echo(f"  bitstream {report.bitstream}")

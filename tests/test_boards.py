@@ -1,0 +1,145 @@
+"""Board tops: every one elaborates and writes its build plan; the KCU105 Vivado project; the
+PLL solver; nextpnr log parsing; and one real ECP5 bitstream
+build whose post-route Fmax must reach the core clock."""
+
+import pytest
+from tick2quote.boards import build as board_build
+from tick2quote.boards.kcu105 import IP_MODULE, Kcu105Top
+from tick2quote.boards.pll import solve_ecp5_pll
+
+ECP5_BOARDS = ["ecpix5", "butterstick", "colorlight"]
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else value.decode()
+
+
+@pytest.mark.parametrize("board", ECP5_BOARDS)
+def test_ecp5_board_writes_its_build_plan(board, tmp_path):
+    top_cls = board_build.board_top(board)
+    top = top_cls()
+    platform = top_cls.make_platform()
+    plan = platform.build(top, name="top", build_dir=str(tmp_path), do_build=False,
+                          **top.build_overrides())  # fmt: skip
+    files = {name: _text(content) for name, content in plan.files.items()}
+    assert {"top.il", "top.ys", "top.lpf", "build_top.sh"} <= set(files)
+    lpf = files["top.lpf"]
+    # The RGMII pins come from the board's resources, the receive clock from constraints/.
+    assert 'LOCATE COMP "eth_rgmii_0__rx_clk__io"' in lpf
+    assert 'FREQUENCY PORT "eth_rgmii_0__rx_clk__io" 125 MHz;' in lpf
+    # The PLL gives exactly 125 MHz for Ethernet and the requested core clock.
+    assert top.pll_plan.eth == 125e6
+    assert top.pll_plan.core == pytest.approx(156.25e6)
+    assert "EHXPLLL" in files["top.il"]
+    assert "synth_ecp5" in files["top.ys"]
+
+
+def test_kcu105_writes_the_vivado_project(tmp_path):
+    top = Kcu105Top()
+    platform = Kcu105Top.make_platform()
+    top.add_files(platform)
+    plan = platform.build(top, name="top", build_dir=str(tmp_path), do_build=False,
+                          **top.build_overrides())  # fmt: skip
+    files = {name: _text(content) for name, content in plan.files.items()}
+    tcl, verilog = files["top.tcl"], files["top.v"]
+    assert "part xcku040-ffva1156-2-e" in tcl
+    assert "add_files top.v" in tcl and 'read_xdc "constraints/timing.xdc"' in tcl
+    assert f"create_ip -name axi_10g_ethernet -vendor xilinx.com -library ip " \
+           f"-module_name {IP_MODULE}" in tcl  # fmt: skip
+    assert tcl.index("create_ip") < tcl.index("synth_design")
+    # The 156.25 MHz MGT reference clock constraint, and the SFP+ lanes placed.
+    assert "create_clock -name mgt_refclk -period 6.400" in files["constraints/timing.xdc"]
+    xdc = files["top.xdc"]
+    for pin in ("U4", "U3", "T2", "T1", "P6", "P5"):
+        assert f"set_property LOC {pin} " in xdc
+    # The black-box instance with its documented AXI4-Stream and clocking ports.
+    assert f"{IP_MODULE} mac (" in verilog
+    for port in ("coreclk_out", "areset_datapathclk_out", "s_axis_tx_tdata", "s_axis_tx_tready",
+                 "m_axis_rx_tdata", "m_axis_rx_tuser", "refclk_p", "txp", "rxn"):  # fmt: skip
+        assert f".{port}(" in verilog
+
+
+def test_kcu105_core_clock_is_fixed():
+    with pytest.raises(ValueError, match="156.25 MHz, not 125 MHz"):
+        Kcu105Top(core_clock=125e6)
+
+
+def test_unknown_board_is_named():
+    with pytest.raises(ValueError, match="board must be one of"):
+        board_build.board_top("arty")
+
+
+@pytest.mark.parametrize("clkin", [25e6, 30e6, 100e6])
+def test_pll_plan_respects_the_device_limits(clkin):
+    plan = solve_ecp5_pll(clkin, 156.25e6)
+    pfd = clkin / plan.clki_div
+    assert 3.125e6 <= pfd <= 400e6
+    assert 400e6 <= plan.vco <= 800e6
+    assert pfd * plan.clkfb_div == pytest.approx(125e6)
+    assert plan.vco / plan.eth_div == pytest.approx(125e6)
+    assert plan.vco / plan.core_div == pytest.approx(156.25e6)
+    assert plan.shift_ns == pytest.approx(2.0, abs=0.1)
+
+
+def test_pll_rejects_an_input_out_of_range():
+    with pytest.raises(ValueError, match="PLL input must be within 8 .. 400 MHz, not 5 MHz"):
+        solve_ecp5_pll(5e6, 156.25e6)
+
+
+# Lines from a real nextpnr-ecp5 0.11 log of the ECPIX-5 top: the first group is printed after
+# placement, the second after routing.
+NEXTPNR_LOG = """\
+Info: Device utilisation:
+Info: \t          TRELLIS_IO:      26/    365     7%
+Info: \t              DP16KD:       1/    208     0%
+Info: \t          MULT18X18D:       0/    156     0%
+Info: \t          TRELLIS_FF:     380/  83640     0%
+Info: \t        TRELLIS_COMB:     819/  83640     0%
+
+Info: Placed 38 cells based on constraints.
+Info: Max frequency for clock                      '$glbnet$pll.eth_clk_shifted': 868.81 MHz \
+(PASS at 125.00 MHz)
+Info: Max frequency for clock                               '$glbnet$eth_rx_clk': 248.69 MHz \
+(PASS at 125.00 MHz)
+Info: Max frequency for clock                                      '$glbnet$clk': 215.05 MHz \
+(PASS at 156.25 MHz)
+
+Info: Max frequency for clock                      '$glbnet$pll.eth_clk_shifted': 881.06 MHz \
+(PASS at 125.00 MHz)
+Info: Max frequency for clock                               '$glbnet$eth_rx_clk': 223.66 MHz \
+(PASS at 125.00 MHz)
+Info: Max frequency for clock                                      '$glbnet$clk': 144.50 MHz \
+(FAIL at 156.25 MHz)
+""".replace("\\\n", "")
+
+
+def test_log_parsing_takes_the_post_route_figures():
+    clocks = board_build.parse_fmax(NEXTPNR_LOG)
+    assert {name: (t.fmax_mhz, t.target_mhz) for name, t in clocks.items()} == {
+        "$glbnet$pll.eth_clk_shifted": (881.06, 125.0),
+        "$glbnet$eth_rx_clk": (223.66, 125.0),
+        "$glbnet$clk": (144.50, 156.25),
+    }
+    assert not clocks["$glbnet$clk"].passed and clocks["$glbnet$eth_rx_clk"].passed
+    cells = board_build.parse_utilisation(NEXTPNR_LOG)
+    assert cells["TRELLIS_COMB"] == (819, 83640)
+    assert cells["TRELLIS_FF"] == (380, 83640)
+    assert cells["DP16KD"] == (1, 208)
+    assert cells["MULT18X18D"] == (0, 156)
+
+
+def test_ecpix5_bitstream_meets_the_core_clock(tmp_path):
+    """End to end: synthesis, place and route, bitstream of the ECPIX-5 85F top with the
+    interim core (the gateware feed handler), built with the core at the 1 GbE line clock,
+    125 MHz, which is all a Gigabit board needs; post-route Fmax must reach it. The 10 GbE
+    clock, 156.25 MHz, is the open timing goal: ``t2q build --board ecpix5`` reports it."""
+    report = board_build.run_build("ecpix5", build_dir=tmp_path / "ecpix5", core_clock=125e6)
+    print(f"\nECPIX-5 build: {report.wall_seconds:.1f} s, LUTs {report.luts}, "
+          f"FFs {report.flip_flops}, DP16KD {report.block_ram}, DSP {report.dsp}")  # fmt: skip
+    for timing in report.clocks.values():
+        print(f"  {timing.clock}: {timing.fmax_mhz} MHz (target {timing.target_mhz})")
+    assert report.bitstream is not None and report.bitstream.stat().st_size > 100_000
+    core = report.clock_for("$glbnet$clk")
+    assert core.target_mhz == pytest.approx(125.0)
+    assert core.fmax_mhz >= 125.0
+    assert all(timing.passed for timing in report.clocks.values())
