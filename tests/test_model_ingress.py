@@ -338,9 +338,14 @@ def ab_feed(draw):
         first += total
 
     def line():
+        # A/B lines are copies of one stream: each carries at least one packet of every
+        # session. (A receiver whose first packet is from the newer session while the other
+        # line still sends the older one cannot tell which is newer: configure the session.)
         packets = []
         for (session, total), msgs in zip(sessions, expected):
             seq = 1
+            if total == 0:
+                packets.append(payload(seq, [], session, count=0))
             while seq <= total:
                 if draw(st.integers(0, 3)) == 0:
                     packets.append(payload(seq, [], session, count=0))
