@@ -137,8 +137,17 @@ class FrameFilter(wiring.Component):
         m.d.comb += idx.eq(Mux(at_start, 0, idx_reg))
         with m.If(take):
             m.d.sync += [at_start.eq(beat.last), idx_reg.eq(Mux(idx.all(), idx, idx + 1))]
+        # The same index saturated at 31 (past every header byte), and that plus one: small
+        # registers for the header logic, with no adder or start select in front of it.
+        hdr_idx = Signal(5)
+        hdr_idx1 = Signal(5, init=1)
+        with m.If(take):
+            m.d.sync += [
+                hdr_idx.eq(Mux(beat.last, 0, hdr_idx1)),
+                hdr_idx1.eq(Mux(beat.last, 1, Mux(hdr_idx1.all(), hdr_idx1, hdr_idx1 + 1))),
+            ]
         at_beat = [Signal(name=f"at_beat{k}") for k in range(_HEADER_BEATS + 1)]
-        m.d.comb += [hit.eq(take & (idx == k)) for k, hit in enumerate(at_beat)]
+        m.d.comb += [hit.eq(take & (hdr_idx == k)) for k, hit in enumerate(at_beat)]
 
         def capture(pos: int, name: str) -> Signal:
             """A register loaded with frame byte ``pos`` when it arrives."""
@@ -192,7 +201,7 @@ class FrameFilter(wiring.Component):
 
         # UDP destination port and length, and the position of the payload's last byte.
         at_udp = Signal()
-        m.d.comb += at_udp.eq(take & ~at_start & (idx == udp_field_beat))
+        m.d.comb += at_udp.eq(take & (hdr_idx == udp_field_beat))  # beat 4 .. 10
         udp_lanes = Mux(udp_field_hi, beat.data[32:64], beat.data[:32])
         dst_port = Signal(16)
         udp_len = Signal(16)
@@ -211,27 +220,33 @@ class FrameFilter(wiring.Component):
         # of the next beat are computed a cycle ahead (registered), so that only an AND stands
         # before the adders; the one word whose mask needs this very beat (byte 14 of beat 1:
         # the IPv4 header, or the tag's TCI) is masked with the tag compare of that beat.
+        # The masks are computed from registers for each way the next beat can go (the same
+        # beat again, the following beat with or without a tag; a new frame masks nothing)
+        # and the input's handshake and tag compare pick one.
         tag_now = Cat(lane(5), lane(4)) == 0x8100
-        next_idx = Mux(take, Mux(beat.last, 0, idx + 1), idx)
-        next_tagged = Mux(take & (idx == 1), tag_now, vlan)
-        word_mask = Signal(_B // 2)
-        at_beat1 = Signal()
-        m.d.sync += at_beat1.eq(next_idx == 1)
-        for w in range(_B // 2):
-            pos = Cat(Const(2 * w, 3), next_idx[:5])
+
+        def inside(w, index, tagged):
+            pos = Cat(Const(2 * w, 3), index)
             # Every compare is with a constant, then picked by the tag flag; the end of the
             # header comes from ``ip_end`` (fresh from beat 4 on without a tag, from beat 5 with
             # one; at beat 4 with a tag only the word at byte 38 depends on IHL).
-            after_start = Mux(next_tagged, pos >= 18, pos >= 14) | ((next_idx == 1) & (w == 3))
-            not_checksum = Mux(next_tagged, pos != 28, pos != 24)
-            before_end = Mux((next_idx == 4) & vlan, Const(w != 3) | (ihl > 5), pos < ip_end)
-            inside = (
-                (next_idx < _HEADER_BEATS)
+            after_start = Mux(tagged, pos >= 18, pos >= 14) | ((index == 1) & (w == 3))
+            not_checksum = Mux(tagged, pos != 28, pos != 24)
+            before_end = Mux((index == 4) & vlan, Const(w != 3) | (ihl > 5), pos < ip_end)
+            return (
+                (index < _HEADER_BEATS)
                 & after_start
                 & not_checksum
-                & ((next_idx < 4) | before_end)  # bytes up to 33 are always in the header
+                & ((index < 4) | before_end)  # bytes up to 33 are always in the header
             )
-            m.d.sync += word_mask[w].eq(inside)
+
+        word_mask = Signal(_B // 2)
+        at_beat1 = Signal()
+        next_tagged = Mux(hdr_idx == 1, tag_now, vlan)
+        m.d.sync += at_beat1.eq(Mux(take, ~beat.last & (hdr_idx1 == 1), hdr_idx == 1))
+        for w in range(_B // 2):
+            advance = Mux(next_tagged, inside(w, hdr_idx1, 1), inside(w, hdr_idx1, 0))
+            m.d.sync += word_mask[w].eq(Mux(take, ~beat.last & advance, inside(w, hdr_idx, vlan)))
         words = []
         for w in range(_B // 2):
             use = take & word_mask[w]
@@ -285,7 +300,7 @@ class FrameFilter(wiring.Component):
         at_payload_end = Signal()
         in_payload = Signal()
         m.d.comb += [
-            at_payload_start.eq(~at_start & (idx == payload_beat)),
+            at_payload_start.eq(hdr_idx == payload_beat),  # beat 5 .. 11
             at_payload_end.eq(idx == end_last[3:]),
         ]
         region = at_payload_start | in_payload
@@ -314,12 +329,12 @@ class FrameFilter(wiring.Component):
         ]
 
         # Frame end: classify (3 cycles later, when the checksum is final) and count.
-        self._classify(m, take & beat.last, idx, beat.keep, vlan, check, ip_start, ip_end,
-                       end_last, fields["checksum"], checksum_wrong)  # fmt: skip
+        self._classify(m, take & beat.last, idx, beat.keep, vlan, check, failed, ip_start,
+                       ip_end, end_last, fields["checksum"], checksum_wrong)  # fmt: skip
         return m
 
-    def _classify(self, m, ending, idx, keep, tagged, check, ip_start, ip_end, end_last,
-                  checksum_field, checksum_wrong):  # fmt: skip
+    def _classify(self, m, ending, idx, keep, tagged, check, failed_reg, ip_start, ip_end,
+                  end_last, checksum_field, checksum_wrong):  # fmt: skip
         count = Signal(range(_B + 1))
         for k in range(_B):
             with m.If(keep[k]):
@@ -331,60 +346,74 @@ class FrameFilter(wiring.Component):
         def cause(name):
             return _CAUSE[name]
 
-        # Checks before the checksum decide ``early``; those after it ``late``.
+        # The cycle after the frame's end, its length is compared with every header position;
+        # the results are registered with the frame's checksum field (the next frame's tag
+        # flag may already select another one).
+        compares = {
+            "below_eth": length < 14,
+            "below_tag": tagged & (length < 18),
+            "below_ip": length < ip_start + 20,
+            "below_ip_end": length < ip_end,
+            "below_udp": length < ip_end + 8,
+            "below_payload": length <= end_last,
+        }
+        below = {name: Signal(name=f"class0_{name}") for name in compares}
+        valid0 = Signal(name="class0_valid")
+        field0 = Signal(16, name="class0_checksum")
+        m.d.sync += [below[name].eq(value) for name, value in compares.items()]
+        m.d.sync += [valid0.eq(ended), field0.eq(checksum_field)]
+
+        # A cycle later, the checks before the checksum decide ``early``, those after it
+        # ``late``, from registers only (``check`` is registered in ``failed``: a frame's
+        # fields are final one cycle after its last beat, and the next frame's take two more).
+        failed = dict(zip(check, failed_reg))
         early = Signal(4)
         late = Signal(4)
-        with m.If(length < 14):
+        with m.If(below["below_eth"] | below["below_tag"]):
             m.d.comb += early.eq(cause("truncated"))
-        with m.Elif(tagged & (length < 18)):
-            m.d.comb += early.eq(cause("truncated"))
-        with m.Elif(check["bad_ethertype"]):
+        with m.Elif(failed["bad_ethertype"]):
             m.d.comb += early.eq(cause("not_ipv4"))
-        with m.Elif(length < ip_start + 20):
+        with m.Elif(below["below_ip"]):
             m.d.comb += early.eq(cause("truncated"))
-        with m.Elif(check["bad_version"]):
+        with m.Elif(failed["bad_version"]):
             m.d.comb += early.eq(cause("not_ipv4"))
-        with m.Elif(check["bad_ihl"]):
+        with m.Elif(failed["bad_ihl"]):
             m.d.comb += early.eq(cause("bad_length"))
-        with m.Elif(length < ip_end):
+        with m.Elif(below["below_ip_end"]):
             m.d.comb += early.eq(cause("truncated"))
-        with m.Elif(check["bad_total"]):
+        with m.Elif(failed["bad_total"]):
             m.d.comb += early.eq(cause("bad_length"))
         with m.Else():
             m.d.comb += early.eq(_NONE)
-        with m.If(check["fragment"]):
+        with m.If(failed["fragment"]):
             m.d.comb += late.eq(cause("fragment"))
-        with m.Elif(check["not_udp"]):
+        with m.Elif(failed["not_udp"]):
             m.d.comb += late.eq(cause("not_udp"))
-        with m.Elif(length < ip_end + 8):
+        with m.Elif(below["below_udp"]):
             m.d.comb += late.eq(cause("truncated"))
-        with m.Elif(check["bad_udp_length"]):
+        with m.Elif(failed["bad_udp_length"]):
             m.d.comb += late.eq(cause("bad_length"))
-        with m.Elif(check["wrong_dst_ip"]):
+        with m.Elif(failed["wrong_dst_ip"]):
             m.d.comb += late.eq(cause("wrong_dst_ip"))
-        with m.Elif(check["wrong_dst_port"]):
+        with m.Elif(failed["wrong_dst_port"]):
             m.d.comb += late.eq(cause("wrong_dst_port"))
-        with m.Elif(check["short_payload"]):
+        with m.Elif(failed["short_payload"]):
             m.d.comb += late.eq(cause("short_payload"))
-        with m.Elif(length <= end_last):
+        with m.Elif(below["below_payload"]):
             m.d.comb += late.eq(cause("truncated"))
         with m.Else():
             m.d.comb += late.eq(cause("accepted"))
 
-        # Two stages to wait for the checksum; the frame's checksum field goes along (the next
-        # frame's tag flag may already select another one).
-        stages = []
-        previous = (ended, early, late, checksum_field)
-        for n in range(2):
-            regs = (
-                Signal(name=f"class{n}_valid"),
-                Signal(4, name=f"class{n}_early"),
-                Signal(4, name=f"class{n}_late"),
-                Signal(16, name=f"class{n}_checksum"),
+        # The second stage, while the checksum folds.
+        stages = [
+            (
+                Signal(name="class1_valid"),
+                Signal(4, name="class1_early"),
+                Signal(4, name="class1_late"),
+                Signal(16, name="class1_checksum"),
             )
-            m.d.sync += [reg.eq(value) for reg, value in zip(regs, previous)]
-            stages.append(regs)
-            previous = regs
+        ]
+        m.d.sync += [r.eq(v) for r, v in zip(stages[0], (valid0, early, late, field0))]
         valid, early_final, late_final, field = stages[-1]
         final = Signal(4)
         m.d.comb += final.eq(

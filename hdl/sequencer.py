@@ -174,7 +174,9 @@ class Sequencer(wiring.Component):
         count = self.count
         special = (count == 0) | (count == 0xFFFF)
         dropped = self.drop
-        duplicate_packet = (self.count_effective <= skip) | (skip == _SKIP_ALL)
+        # ``count_effective <= skip``, with the heartbeat / end-of-session select beside the
+        # compare rather than before it.
+        duplicate_packet = special | (count <= skip) | (skip == _SKIP_ALL)
         m.d.comb += [
             self.skip.eq(skip),
             self.count_effective.eq(Mux(special, 0, count)),
@@ -242,9 +244,10 @@ class Sequencer(wiring.Component):
         index = self.message_index
         within = index < count_late
         deliver = self.message_valid & self.live & (index >= skip) & within
+        # Messages come at least two cycles after the count: ``is_duplicate`` is final by then.
         duplicate = (
             self.message_valid & ~dropped & ok & within & (index < skip)
-            & ~(ended_now & ~duplicate_packet)
+            & ~(ended_now & ~is_duplicate)
         )  # fmt: skip
         after = Signal(64)
         duplicated = Signal()

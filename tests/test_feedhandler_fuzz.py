@@ -11,7 +11,7 @@ from tick2quote.hdl.feedhandler import FeedHandler
 from tick2quote.sim.harness import run_cocotb
 
 
-@pytest.mark.parametrize("simulator, frames", [("verilator", 100_000), ("icarus", 4_000)])
+@pytest.mark.parametrize("simulator, frames", [("verilator", 100_000), ("icarus", 2_000)])
 def test_feedhandler_fuzz(simulator, frames):
     run_cocotb(
         lambda **_: FeedHandler(),
