@@ -23,26 +23,9 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import Event, RisingEdge
 
+from .streams import pack, unpack
+
 __all__ = ["pack", "unpack", "StreamSource", "StreamSink", "TB"]
-
-
-def pack(layout, values: Mapping[str, int]) -> int:
-    """Pack field values into the integer of a ``StructLayout`` (missing fields are 0)."""
-    unknown = set(values) - {name for name, _ in layout}
-    if unknown:
-        raise ValueError(f"fields {sorted(unknown)} are not in the layout")
-    word = 0
-    for name, fld in layout:
-        value = int(values.get(name, 0))
-        if not 0 <= value < (1 << fld.width):
-            raise ValueError(f"field {name!r} of {fld.width} bits cannot hold {value}")
-        word |= value << fld.offset
-    return word
-
-
-def unpack(layout, word: int) -> dict[str, int]:
-    """Split a ``StructLayout`` integer into ``{field: value}``."""
-    return {name: (word >> fld.offset) & ((1 << fld.width) - 1) for name, fld in layout}
 
 
 def _never() -> Iterator[bool]:

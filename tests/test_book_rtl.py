@@ -21,20 +21,9 @@ from tick2quote.sim.feed import FeedConfig, generate
 from tick2quote.sim.models.book import BookModel
 from tick2quote.sim.models.ordertable import fold_hash
 from tick2quote.sim.models.parser import ParserModel
-from tick2quote.sim.streams import pause_pattern
+from tick2quote.sim.streams import pack, pause_pattern, unpack
 
 GEOMETRY = {"symbols": 16, "sets": 64, "ways": 4, "depth": 4}
-
-
-def pack(layout, values) -> int:
-    word = 0
-    for name, fld in layout:
-        word |= int(values.get(name, 0)) << fld.offset
-    return word
-
-
-def unpack(layout, word: int) -> dict:
-    return {name: (word >> f.offset) & ((1 << f.width) - 1) for name, f in layout}
 
 
 def events_of(records, first_sequence: int = 0) -> list[int]:

@@ -19,7 +19,7 @@ from tick2quote.hdl import egress
 from tick2quote.hdl.egress import OrderEgress, directory_layout, udp_config_layout
 from tick2quote.hdl.orders import OrderKind, order_layout
 from tick2quote.host.protocol import ethernet, ouch
-from tick2quote.sim.streams import beats_bytes, pause_pattern
+from tick2quote.sim.streams import beats_bytes, pack, pause_pattern, unpack
 
 SYMBOLS = 16
 CONFIG = {
@@ -31,17 +31,6 @@ CONFIG = {
     "dst_port": 15000,
     "ttl": 64,
 }
-
-
-def pack(layout, values) -> int:
-    word = 0
-    for name, fld in layout:
-        word |= int(values.get(name, 0)) << fld.offset
-    return word
-
-
-def unpack(layout, word: int) -> dict:
-    return {name: (word >> f.offset) & ((1 << f.width) - 1) for name, f in layout}
 
 
 def config_frame(ident: int, payload: bytes) -> bytes:

@@ -20,14 +20,10 @@ from tick2quote.hdl.orders import fill_layout
 from tick2quote.host.protocol import ouch
 from tick2quote.host.protocol.errors import DecodeError
 from tick2quote.sim.models.ingress import IngressConfig, filter_frame
-from tick2quote.sim.streams import packet_beats, pause_pattern
+from tick2quote.sim.streams import packet_beats, pause_pattern, unpack
 
 ADDRESS, PORT = "10.20.30.40", 15001
 ADDRESS_INT = 0x0A141E28
-
-
-def unpack(layout, word: int) -> dict:
-    return {name: (word >> f.offset) & ((1 << f.width) - 1) for name, f in layout}
 
 
 # ----------------------------------------------------------------------------- stimulus

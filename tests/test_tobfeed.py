@@ -18,7 +18,7 @@ from tick2quote.hdl.layouts import beat_layout
 from tick2quote.hdl.tobfeed import RECORD_FIELDS, TopOfBookFeed, tobfeed_counters_layout
 from tick2quote.host.protocol import tobfeed
 from tick2quote.host.protocol.errors import LengthError, UnknownTypeError
-from tick2quote.sim.streams import beats_bytes, pause_pattern
+from tick2quote.sim.streams import beats_bytes, pack, pause_pattern, unpack
 
 CONFIG = {
     "dst_mac": 0x0100_5E01_0203,
@@ -29,17 +29,6 @@ CONFIG = {
     "dst_port": 30001,
     "ttl": 1,
 }
-
-
-def pack(layout, values) -> int:
-    word = 0
-    for name, fld in layout:
-        word |= int(values.get(name, 0)) << fld.offset
-    return word
-
-
-def unpack(layout, word: int) -> dict:
-    return {name: (word >> f.offset) & ((1 << f.width) - 1) for name, f in layout}
 
 
 def updates(rng: random.Random, count: int) -> list[dict]:
