@@ -44,6 +44,7 @@ from amaranth.lib.wiring import In, Out
 from .events import BookEvent, EventKind
 from .ladder import LadderUpdate, best_unknown, ladder_layout
 from .ordertable import WayMatch, entry_layout, fold_hash
+from .sweep import reset_sweep
 
 __all__ = ["OrderBook", "top_of_book_layout", "COUNTERS", "counter_layout"]
 
@@ -190,12 +191,7 @@ class OrderBook(wiring.Component):
 
         # ------------------------------------------------------------ clear sweep after reset
         clear_bits = max(lb, sb)
-        clearing = Signal(init=1)
-        clear_addr = Signal(clear_bits)
-        with m.If(clearing):
-            m.d.sync += clear_addr.eq(clear_addr + 1)
-            with m.If(clear_addr == (1 << clear_bits) - 1):
-                m.d.sync += clearing.eq(0)
+        clearing, clear_addr = reset_sweep(m, 1 << clear_bits)
         m.d.comb += self.clearing.eq(clearing)
         clear_sets = clearing & (clear_addr >> sb == 0)
         clear_symbols = clearing & (clear_addr >> lb == 0)

@@ -56,6 +56,7 @@ from amaranth.lib.wiring import In, Out
 from .latencystats import sample_layout
 from .layouts import BEAT_BYTES, beat_layout
 from .orders import OrderKind, order_layout
+from .sweep import reset_sweep
 
 __all__ = [
     "ETHERNET_FIELDS",
@@ -346,8 +347,7 @@ class OrderEgress(wiring.Component):
         m.submodules.symbols = memory = Memory(shape=64, depth=self.symbols, init=[])
         write = memory.write_port()
         read = memory.read_port(transparent_for=(write,))
-        clearing = Signal(init=1)
-        clear_addr = Signal(range(self.symbols))
+        clearing, clear_addr = reset_sweep(m, self.symbols)
         entry = self.directory.payload
         entry_ok = entry.locate < self.symbols
         m.d.comb += self.directory.ready.eq(~clearing)
@@ -356,10 +356,6 @@ class OrderEgress(wiring.Component):
             write.data.eq(Mux(clearing, spaces, entry.stock)),
             write.en.eq(clearing | (self.directory.valid & entry_ok)),
         ]
-        with m.If(clearing):
-            m.d.sync += clear_addr.eq(clear_addr + 1)
-            with m.If(clear_addr == self.symbols - 1):
-                m.d.sync += clearing.eq(0)
 
         # The order, latched when accepted.
         held = Signal(order_layout)

@@ -72,6 +72,7 @@ from .quoterstate import (
     scales_word,
     trading_layout,
 )
+from .sweep import reset_sweep
 
 __all__ = ["Quoter", "EventKind"]  # EventKind: from .quoterplan
 
@@ -160,12 +161,7 @@ class Quoter(wiring.Component):
         clear_bits = max(lb, bank_bits, 1)
 
         # ------------------------------------------------------------ reset sweep
-        clearing = Signal(init=1)
-        clear_addr = Signal(clear_bits)
-        with m.If(clearing):
-            m.d.sync += clear_addr.eq(clear_addr + 1)
-            with m.If(clear_addr == (1 << clear_bits) - 1):
-                m.d.sync += clearing.eq(0)
+        clearing, clear_addr = reset_sweep(m, 1 << clear_bits)
         m.d.comb += self.clearing.eq(clearing)
         clear_symbols = clearing & (clear_addr >> lb == 0)
         clear_refs = clearing & (clear_addr >> bank_bits == 0)
