@@ -250,21 +250,9 @@ class SimulatedExchange:
         accepted = ouch.make(
             "from_exchange",
             "A",
-            timestamp=now,
-            user_ref_num=order.user_ref_num,
-            side=order.side,
-            quantity=order.open_qty,
-            symbol=order.symbol,
-            price=order.price,
-            time_in_force=record.time_in_force,
-            display=record.display,
-            order_reference_number=order.order_reference_number,
+            **_live_fields(order, record, now),
             capacity=record.capacity,
-            intermarket_sweep=record.intermarket_sweep,
             cross_type=record.cross_type,
-            order_state="L",
-            cl_ord_id=record.cl_ord_id,
-            appendage_length=0,
         )
         return [accepted, *self._cross([order], self._touch.get(order.symbol), now)]
 
@@ -285,20 +273,8 @@ class SimulatedExchange:
         replaced = ouch.make(
             "from_exchange",
             "U",
-            timestamp=now,
+            **_live_fields(order, record, now),
             orig_user_ref_num=old.user_ref_num,
-            user_ref_num=order.user_ref_num,
-            side=order.side,
-            quantity=order.open_qty,
-            symbol=order.symbol,
-            price=order.price,
-            time_in_force=record.time_in_force,
-            display=record.display,
-            order_reference_number=order.order_reference_number,
-            intermarket_sweep=record.intermarket_sweep,
-            order_state="L",
-            cl_ord_id=record.cl_ord_id,
-            appendage_length=0,
         )
         return [replaced, *self._cross([order], self._touch.get(order.symbol), now)]
 
@@ -443,3 +419,23 @@ class SimulatedExchange:
             match_number=match,
             appendage_length=0,
         )
+
+
+def _live_fields(order, record, now: int) -> dict:
+    """The fields an Order Accepted and an Order Replaced share: the live order as it now rests,
+    with the terms the client sent."""
+    return dict(
+        timestamp=now,
+        user_ref_num=order.user_ref_num,
+        side=order.side,
+        quantity=order.open_qty,
+        symbol=order.symbol,
+        price=order.price,
+        time_in_force=record.time_in_force,
+        display=record.display,
+        order_reference_number=order.order_reference_number,
+        intermarket_sweep=record.intermarket_sweep,
+        order_state="L",
+        cl_ord_id=record.cl_ord_id,
+        appendage_length=0,
+    )
