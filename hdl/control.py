@@ -56,6 +56,7 @@ __all__ = [
     "RESERVED_END",
     "ControlPlane",
     "guard_registers",
+    "identity_layout",
 ]
 
 CONTROL_MAGIC = b"T2"
@@ -105,6 +106,8 @@ GUARD_COUNTERS = (
     "refused",
     "responses",
 )
+#: The device's own addresses (big-endian integers), from the guard registers.
+identity_layout = data.StructLayout({"ip": 32, "mac": 48})
 #: Addresses below this are the control plane's own.
 RESERVED_END = 0x100
 _PEER_BASE, _COUNTER_BASE = 0x10, 0x40
@@ -198,6 +201,8 @@ class ControlPlane(wiring.Component):
         The map's ``ro`` registers by name (present when it has any outside the reserved range).
     counters : Out(StructLayout)
         :data:`GUARD_COUNTERS`.
+    identity : Out(identity_layout)
+        The device's IPv4 address and MAC as the guard registers hold them now.
     <window name> : Out(window_signature(window))
         One port per parameter window.
     """
@@ -239,6 +244,7 @@ class ControlPlane(wiring.Component):
             "i": In(stream.Signature(beat_layout)),
             "o": Out(stream.Signature(beat_layout)),
             "counters": Out(data.StructLayout({n: counter_width for n in GUARD_COUNTERS})),
+            "identity": Out(identity_layout),
         }
         rw = {r.name: r.width for r in regmap.registers.values() if r.access != "ro"}
         ro = {r.name: r.width for r in regmap.registers.values() if r.access == "ro"}
@@ -267,6 +273,10 @@ class ControlPlane(wiring.Component):
                     m.d.comb += getattr(self.regs, reg.name).eq(held[reg.name])
         counters = {n: Signal(self.counter_width, name=f"count_{n}") for n in GUARD_COUNTERS}
         m.d.comb += [getattr(self.counters, n).eq(c) for n, c in counters.items()]
+        m.d.comb += [
+            self.identity.ip.eq(held["device_ip"]),
+            self.identity.mac.eq(held["device_mac"]),
+        ]
 
         outcome = _classify(m, rx, held, self.peer_slots)
         idle = Signal()

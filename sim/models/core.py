@@ -9,6 +9,7 @@ rebuild. Messages that cannot be decoded are counted, never applied.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ...host.protocol import itch
@@ -48,15 +49,20 @@ class CoreModel:
         self.quoter = quoter or QuoterModel()
         self.counters: Counter = Counter()
 
-    def frame(self, frame: bytes, cycle: int = 0) -> CoreOutput:
-        """Process one Ethernet frame (FCS stripped) arriving at ``cycle``."""
+    def frame(
+        self, frame: bytes, cycle: int = 0, *, stamp_of: Callable[[int], int] | None = None
+    ) -> CoreOutput:
+        """Process one Ethernet frame (FCS stripped) arriving at ``cycle``; ``stamp_of``, when
+        given, maps each message's sequence number to its own stamp instead (the cycle the
+        device took the frame beat holding the message's last byte)."""
         was_stale = self.ingress.stale
         delivered = self.ingress.frame(frame)
         if self.ingress.stale and not was_stale:
             self.book.mark_stale(None)
         out = CoreOutput()
         for item in delivered:
-            self._message(item.data, item.sequence, cycle, out)
+            stamp = cycle if stamp_of is None else stamp_of(item.sequence)
+            self._message(item.data, item.sequence, stamp, out)
         return out
 
     def message(self, msg, sequence: int | None = None, cycle: int = 0) -> CoreOutput:
