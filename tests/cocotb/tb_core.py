@@ -13,8 +13,10 @@ the scenario with each message stamped by the cycle the device took its last byt
 - the quoter's counters must equal the model's, and the book's those the model keeps;
 - the latency registers must hold exactly the samples first-beat cycle - stamp of the orders.
 
-The tick-to-quote latency of each order (cycles from the beat holding the message's last byte
-to the order frame's first beat) is written to ``T2Q_CORE_LATENCY`` when that is set.
+With ``T2Q_CORE_BENCH`` set, the tick-to-quote latency of each order (cycles from the beat
+holding the message's last byte to the order frame's first beat), the cycles of the run and the
+counters are written there as JSON (``check: false`` then skips the comparisons, for runs that
+overload the core on purpose).
 """
 
 import dataclasses
@@ -135,7 +137,14 @@ async def core_matches_model(dut):
         )  # fmt: skip
     )
     scenario = plan(
-        cfg, description, messages, seed=PARAMS["seed"], kill=PARAMS["kill"], pace=PARAMS["pace"]
+        cfg,
+        description,
+        messages,
+        seed=PARAMS["seed"],
+        kill=PARAMS["kill"],
+        pace=PARAMS["pace"],
+        per_packet=range(1, PARAMS.get("per_packet", 8) + 1),
+        fills=PARAMS.get("fills", 3),
     )
     dut.rx__valid.value = 0
     dut.rx__payload.value = 0
@@ -145,6 +154,7 @@ async def core_matches_model(dut):
     run = Run(dut, PARAMS["idle"], PARAMS["backpressure"], PARAMS["seed"])
     await run.idle(2 * max(cfg.order_sets, cfg.symbols, cfg.ref_window) + 50)  # reset sweeps
     beat_cycles = []
+    start = dut.cycle.value.to_unsigned()
     for step in scenario.steps:
         if step.kind == "idle":
             await run.idle(step.cycles)
@@ -152,6 +162,7 @@ async def core_matches_model(dut):
         else:
             beat_cycles.append(await run.frame(step.frame))
     await run.drain()
+    cycles = dut.cycle.value.to_unsigned() - start
     tx = decode_tx(cfg, run.frames)
     assert not tx.other, f"unexpected frames: {tx.other[:2]}"
     names = [
@@ -159,6 +170,13 @@ async def core_matches_model(dut):
     ]
     names += ["latency_min", "latency_max", "latency_sum", "latency_count", "core_stale_marks"]
     counters = await read_registers(run, cfg, description, names)
+    out = os.environ.get("T2Q_CORE_BENCH")
+    if out:  # figures only: under overload the device is stale by design, unlike the model
+        model_out, _ = expected(scenario, beat_cycles)
+        with open(out, "w") as f:
+            json.dump(_figures(tx, model_out, counters, cycles, len(messages)), f)
+        if not PARAMS.get("check", True):
+            return
 
     model_out, model = expected(scenario, beat_cycles)
     symbol = scenario.symbols.get
@@ -207,10 +225,24 @@ async def core_matches_model(dut):
         assert (counters["latency_min"], counters["latency_max"], counters["latency_sum"]) == (
             min(latencies), max(latencies), sum(latencies))  # fmt: skip
     assert len(model_out.orders) > 0, "the scenario must make the core quote"
-    out = os.environ.get("T2Q_CORE_LATENCY")
-    if out:
-        with open(out, "w") as f:
-            json.dump({"latencies": latencies, "messages": len(messages)}, f)
+
+
+def _figures(tx, model_out, counters: dict, cycles: int, messages: int) -> dict:
+    """Tick-to-quote samples (first order beat - the stamp of the message that caused it, for
+    the orders whose stamp is the message's ingress stamp) and the run's counters."""
+    samples = []
+    for (cycle, payload), order in zip(tx.orders, model_out.orders, strict=False):
+        stamp = _stamp(payload)
+        if order.stamp >= 0 and stamp == order.stamp:
+            samples.append(cycle - stamp)
+    return {
+        "latencies": samples,
+        "orders": len(tx.orders),
+        "model_orders": len(model_out.orders),
+        "messages": messages,
+        "cycles": cycles,
+        "counters": counters,
+    }
 
 
 def _stamp(payload: bytes) -> int:

@@ -1,0 +1,113 @@
+"""Figures of the whole core: tick-to-quote latency in cycles and the sustained message rate.
+
+Runs tests/cocotb/tb_core.py on Verilator with a generated session (every order checked against
+the reference models on the way, except in the overload runs) and prints:
+
+- **unloaded** tick-to-quote: one message per frame, the device idle between frames, so each
+  sample is the pipeline's own latency (cycles from the frame beat holding the message's last
+  byte taken on ``rx`` to the order frame's first beat valid on ``tx``);
+- **loaded** tick-to-quote: 1 to 8 messages per frame, frames paced at a fixed number of idle
+  cycles per message, so orders queue behind each other (and behind top-of-book frames on the
+  one transmit port);
+- **overload**: frames back to back with less pacing; how many messages per cycle the core
+  takes before its buffers overflow (each overflow marks the book stale, so nothing wrong is
+  quoted, but the core stops quoting until recovered).
+
+Usage: ``python -m tick2quote.sim.bench_core [--messages N] [--clock-mhz F]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+from ..hdl.core import Core
+from ..hdl.coremap import CoreConfig
+from ..host.latency import LatencyRecorder
+from ..sim.models.pricing import QuoteParams
+from .corescenario import small_config
+from .harness import run_cocotb
+
+#: Quote busily (most book changes move a quote) so that the figures have many samples.
+BUSY = QuoteParams(spread_bps=40, band_bps=2000, quote_size=100, skew_num=3, skew_shift=4)
+
+
+def _core(**params) -> Core:
+    params["peers"] = tuple(params["peers"])
+    params["default"] = QuoteParams(**params["default"])
+    return Core(CoreConfig(**params))
+
+
+def core_params(cfg: CoreConfig) -> dict:
+    """``cfg`` as the JSON-ready build parameters of the cocotb harness."""
+    values = dataclasses.asdict(cfg)
+    values["default"] = dataclasses.asdict(cfg.default)
+    return values
+
+
+def run(messages: int, *, pace: int, per_packet: int, check: bool, seed: int = 7) -> dict:
+    """One Verilator run of the core testbench; its figures (see tb_core._figures)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "core.json"
+        run_cocotb(
+            _core,
+            toplevel="core",
+            test_module="tb_core",
+            simulator="verilator",
+            params=core_params(small_config(default=BUSY)),
+            test_params={
+                "seed": seed,
+                "messages": messages,
+                "feed_symbols": 12,
+                "idle": "none",
+                "backpressure": "none",
+                "kill": False,
+                "fills": 0,
+                "pace": pace,
+                "per_packet": per_packet,
+                "check": check,
+            },
+            extra_env={"T2Q_CORE_BENCH": str(out)},
+        )
+        return json.loads(out.read_text())
+
+
+def _line(name: str, samples: list[int], clock_mhz: float) -> str:
+    rec = LatencyRecorder(name, "cycles", highest=1 << 20)
+    rec.record_all(samples)
+    s = rec.summary()
+    if not s.count:
+        return f"{name}: no samples"
+    ns = 1000.0 / clock_mhz
+    return (
+        f"{name}: min {s.min} / p50 {s.p50} / p99 {s.p99} / max {s.max} cycles "
+        f"(n={s.count}); at {clock_mhz:g} MHz min {s.min * ns:.1f} ns, p50 {s.p50 * ns:.1f} ns"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--clock-mhz", type=float, default=156.25)
+    args = parser.parse_args(argv)
+    unloaded = run(args.messages, pace=120, per_packet=1, check=True)
+    print(_line("tick-to-quote, unloaded", unloaded["latencies"], args.clock_mhz))
+    loaded = run(args.messages, pace=25, per_packet=8, check=True)
+    print(_line("tick-to-quote, loaded (8 msg/frame, 25 idle cycles/msg)", loaded["latencies"],
+                args.clock_mhz))  # fmt: skip
+    for pace in (0, 5, 10, 15, 20):
+        r = run(args.messages, pace=pace, per_packet=8, check=False)
+        c = r["counters"]
+        print(
+            f"overload, {pace:>2} idle cycles/msg: {r['messages'] / r['cycles']:.3f} msg/cycle "
+            f"offered, feed buffer overflows {c['feed_overflow']}, stale marks "
+            f"{c['core_stale_marks']}, orders {r['orders']} (model without overload "
+            f"{r['model_orders']})"
+        )
+
+
+if __name__ == "__main__":
+    main()
