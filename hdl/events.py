@@ -51,9 +51,9 @@ class EventKind(enum.Enum, shape=4):
     EXECUTE = 2
     #: ITCH ``C`` Order Executed with Price.
     EXECUTE_PRICE = 3
-    #: ITCH ``X`` Order Cancel.
+    #: ITCH ``X`` Order Cancel; tick record type 2 (cancel ``volume`` shares).
     CANCEL = 4
-    #: ITCH ``D`` Order Delete; tick record type 2 (cancel).
+    #: ITCH ``D`` Order Delete.
     DELETE = 5
     #: ITCH ``U`` Order Replace; tick record type 3 (modify, the reference is kept).
     REPLACE = 6

@@ -33,7 +33,7 @@ TICK_RECORD_SIZE = 40
 #: ``message_type`` -> event kind (add, cancel, modify, trade).
 TICK_KINDS: dict[int, EventKind] = {
     1: EventKind.ADD,
-    2: EventKind.DELETE,
+    2: EventKind.CANCEL,
     3: EventKind.REPLACE,
     4: EventKind.TRADE,
 }
@@ -76,7 +76,7 @@ class TickParser(wiring.Component):
     cycle : In(32)
         Free-running cycle counter, copied to ``stamp``.
     counters : Out(:func:`tick_counters_layout`)
-        Events per kind (``add``, ``delete``, ``replace``, ``trade``) and dropped records by
+        Events per kind (``add``, ``cancel``, ``replace``, ``trade``) and dropped records by
         first cause: ``framing`` (not 5 full beats), ``bad_symbol`` (``>= 4096``),
         ``bad_type`` (not 1..4), ``bad_side`` (not 0/1), ``bad_price``, ``bad_volume``
         (``>= 2**32``). Each record counts once, one cycle after its event is emitted.

@@ -40,6 +40,7 @@ __all__ = [
     "decode_tx",
     "ouch_message",
     "control_frame",
+    "tick_frame",
     "small_config",
 ]
 
@@ -118,6 +119,12 @@ def read_frame(cfg: CoreConfig, address: int, count: int, request_id: int) -> by
     )
     dst_mac = cfg.mac.to_bytes(6, "big")
     return _udp((cfg.ip, cfg.control_port), payload, (HOST_IP, CONTROL_SRC_PORT), dst_mac)
+
+
+def tick_frame(cfg: CoreConfig, records: bytes) -> bytes:
+    """A datagram of tick records to the device's tick port."""
+    dst_mac = cfg.mac.to_bytes(6, "big")
+    return _udp((cfg.ip, cfg.tick_port), records, (HOST_IP, 5000), dst_mac)
 
 
 def _fill_frame(cfg: CoreConfig, ref: int, quantity: int, price: int, match: int) -> bytes:

@@ -55,3 +55,23 @@ def test_core_matches_model(simulator, messages, idle, backpressure, kill):
             "pace": 25,
         },
     )
+
+
+@pytest.mark.parametrize("simulator, messages", [("verilator", 1500), ("icarus", 200)])
+def test_tick_records_quote_as_the_itch_messages(simulator, messages):
+    run_cocotb(
+        core,
+        toplevel="core",
+        test_module="tb_core",
+        simulator=simulator,
+        params=_params(),
+        test_params={
+            "mode": "ticks",
+            "seed": messages + 1,
+            "messages": messages,
+            "feed_symbols": 12,
+            "idle": "random_25",
+            "backpressure": "random_25",
+            "pace": 30,
+        },
+    )

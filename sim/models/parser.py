@@ -96,7 +96,7 @@ ITCH_KINDS: dict[str, EventKind] = {
 #: Tick record message_type -> event kind.
 TICK_KINDS: dict[int, EventKind] = {
     tick.ADD: EventKind.ADD,
-    tick.CANCEL: EventKind.DELETE,
+    tick.CANCEL: EventKind.CANCEL,
     tick.MODIFY: EventKind.REPLACE,
     tick.TRADE: EventKind.TRADE,
 }
