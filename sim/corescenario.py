@@ -16,6 +16,7 @@ device's frames into orders, top-of-book records and control responses;
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from .feedwriter import to_frames
 from .models.book import BookModel
 from .models.core import CoreModel, CoreOutput
 from .models.ingress import IngressConfig, IngressModel
+from .models.pricing import QuoteParams
 from .models.quoter import Order, QuoterModel
 
 __all__ = [
@@ -52,7 +54,8 @@ _MOLD_HEADER = 20
 
 @dataclass
 class Step:
-    """One thing sent to the device: ``kind`` is ``feed``, ``control``, ``fill`` or ``idle``.
+    """One thing sent to the device: ``kind`` is ``feed``, ``control``, ``fill`` or ``idle``
+    (or ``control_params``: no frame, the model takes the parameters the writes before it set).
 
     ``frame`` is the Ethernet frame (FCS stripped) for all but ``idle``; ``cycles`` the idle
     gap; ``action`` what the model does: ``("kill", on)`` for a kill-switch write, ``(ref,
@@ -166,10 +169,13 @@ def plan(
     kill: bool = True,
     per_packet: range = range(1, 9),
     pace: int = 0,
+    random_params: bool = False,
 ) -> Scenario:
     """A scenario: unkill, the feed with a batch of fills a third in and a kill / unkill two
     thirds in (each between idle gaps), then an idle tail. ``pace`` adds that many idle cycles
-    per message after each feed frame (0: frames back to back)."""
+    per message after each feed frame (0: frames back to back). ``random_params`` first gives
+    every symbol of the feed its own random quoting parameters, written field by field through
+    the control protocol's ``params`` window."""
     rng = random.Random(seed)
     frames = to_frames(messages, per_packet, dst=(cfg.feed_group, cfg.feed_port), seed=seed)
     scenario = Scenario(cfg)
@@ -181,6 +187,17 @@ def plan(
     steps.append(Step("control", control_frame(cfg, regmap, "kill_switch", 0, next(rid))))
     steps.append(Step("idle", cycles=64))
     model = new_model(cfg)
+    if random_params:
+        locates = sorted({m.locate for m in messages if hasattr(m, "locate")})
+        for locate in locates:
+            params = random_quote_params(rng)
+            for name, value in param_writes(cfg.default, params):
+                frame = param_frame(cfg, regmap, locate, name, value, next(rid))
+                steps.append(Step("control", frame))
+                steps.append(Step("idle", cycles=40))  # one request at a time
+            model.quoter.set_params(locate, params)
+            steps.append(Step("control_params", action=(locate, params)))
+        steps.append(Step("idle", cycles=64))
     live: dict[int, Order] = {}
     drain = 40 + 4 * 40  # the book, quoter and egress empty well within this
     match = 1
@@ -215,6 +232,53 @@ def plan(
                     _track(live, order)
     steps.append(Step("idle", cycles=drain))
     return scenario
+
+
+def random_quote_params(rng: random.Random) -> QuoteParams:
+    """Quoting parameters spread over what makes quotes come and go: ticks of 1 and 100
+    units, narrow and wide spreads, inventory skew, small inventories, tight bands, edge and
+    loss limits, a symbol disabled now and then. ``refresh_cycles`` stays 0: the throttle
+    measures the cycle the quoter takes an event, which the reference model does not see (it
+    is exercised at the quoter's own level)."""
+    return QuoteParams(
+        tick=rng.choice([1, 100]),
+        spread_bps=rng.randint(2, 300),
+        skew_num=rng.randint(-64, 64),
+        skew_shift=rng.randint(0, 10),
+        quote_size=rng.randint(1, 500),
+        max_order_qty=rng.randint(1, 600),
+        max_inventory=rng.randint(0, 800),
+        min_edge_bps=rng.choice([0, 0, rng.randint(1, 40)]),
+        band_bps=rng.randint(20, 3000),
+        max_loss=rng.choice([2**63 - 1, rng.randint(0, 10**9)]),
+        refresh_cycles=0,
+        enabled=rng.random() > 0.1,
+    )
+
+
+def param_writes(old: QuoteParams, new: QuoteParams) -> list[tuple[str, int]]:
+    """``(field, value)`` of every field of ``new`` that differs from ``old``."""
+    return [
+        (f.name, int(getattr(new, f.name)))
+        for f in dataclasses.fields(QuoteParams)
+        if getattr(new, f.name) != getattr(old, f.name)
+    ]
+
+
+def param_frame(
+    cfg: CoreConfig, regmap: dict, locate: int, name: str, value: int, request_id: int
+) -> bytes:
+    """A WRITE of one per-symbol quoting parameter (window ``params``)."""
+    window = regmap["windows"]["params"]
+    index = next(f["index"] for f in window["fields"] if f["name"] == name)
+    address = window["base"] + locate * window["stride"] + index
+    payload = control.encode_request(
+        control.Request(
+            control.Opcode.WRITE, request_id, cfg.token, address, value & ((1 << 64) - 1)
+        )
+    )
+    dst_mac = cfg.mac.to_bytes(6, "big")
+    return _udp((cfg.ip, cfg.control_port), payload, (HOST_IP, CONTROL_SRC_PORT), dst_mac)
 
 
 def _track(live: dict[int, Order], order: Order) -> None:
@@ -270,6 +334,8 @@ def expected(
             out.orders += result.orders
         elif step.kind == "fill":
             model.fill(*step.action)
+        elif step.kind == "control_params":
+            model.quoter.set_params(*step.action)
         elif step.kind == "control" and step.action and step.action[0] == "kill":
             out.orders += model.quoter.set_kill(step.action[1], -1)
     return out, model

@@ -31,14 +31,15 @@ def _params() -> dict:
 
 
 @pytest.mark.parametrize(
-    "simulator, messages, idle, backpressure, kill",
+    "simulator, messages, idle, backpressure, kill, random_params",
     [
-        ("verilator", 1500, "none", "none", False),
-        ("verilator", 1200, "random_25", "random_25", True),
-        ("icarus", 250, "bursty", "alternate", True),
+        ("verilator", 1500, "none", "none", False, False),
+        ("verilator", 1200, "random_25", "random_25", True, True),
+        ("verilator", 1000, "bursty", "random_60", True, True),
+        ("icarus", 250, "bursty", "alternate", True, True),
     ],
 )
-def test_core_matches_model(simulator, messages, idle, backpressure, kill):
+def test_core_matches_model(simulator, messages, idle, backpressure, kill, random_params):
     run_cocotb(
         core,
         toplevel="core",
@@ -53,6 +54,7 @@ def test_core_matches_model(simulator, messages, idle, backpressure, kill):
             "backpressure": backpressure,
             "kill": kill,
             "pace": 25,
+            "random_params": random_params,
         },
     )
 

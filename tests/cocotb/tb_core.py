@@ -30,9 +30,10 @@ from tick2quote.hdl.core import Core
 from tick2quote.hdl.coremap import CoreConfig
 from tick2quote.hdl.layouts import beat_layout
 from tick2quote.hdl.quoterstate import COUNTERS as QUOTER_COUNTERS
-from tick2quote.host.protocol import ouch, tick, tobfeed
+from tick2quote.host.protocol import ethernet, ouch, tick, tobfeed
 from tick2quote.sim.cocotb_streams import TB, pack, unpack
 from tick2quote.sim.corescenario import (
+    CONTROL_SRC_PORT,
     control_frame,
     decode_tx,
     expected,
@@ -101,6 +102,16 @@ class Run:
                 await self.cycle()
             cycles.append(await self.cycle(beat))
         return cycles
+
+    async def request(self, frame: bytes, limit: int = 2000) -> list[int]:
+        """Send a control request and wait for its response frame (as a host does)."""
+        seen = len(self.frames)
+        cycles = await self.frame(frame)
+        for _ in range(limit):
+            if any(_is_response(f) for _, f in self.frames[seen:]):
+                return cycles
+            await self.cycle()
+        raise AssertionError(f"no response to a control request within {limit} cycles")
 
     async def idle(self, cycles: int) -> None:
         for _ in range(cycles):
@@ -217,20 +228,26 @@ async def core_matches_model(dut):
         pace=PARAMS["pace"],
         per_packet=range(1, PARAMS.get("per_packet", 8) + 1),
         fills=PARAMS.get("fills", 3),
+        random_params=PARAMS.get("random_params", False),
     )
     run = await _start(dut, cfg)
     beat_cycles = []
     start = dut.cycle.value.to_unsigned()
     for step in scenario.steps:
-        if step.kind == "idle":
+        if step.kind in ("idle", "control_params"):
             await run.idle(step.cycles)
             beat_cycles.append([])
+        elif step.kind == "control":
+            beat_cycles.append(await run.request(step.frame))
         else:
             beat_cycles.append(await run.frame(step.frame))
     await run.drain()
     cycles = dut.cycle.value.to_unsigned() - start
     tx = decode_tx(cfg, run.frames)
     assert not tx.other, f"unexpected frames: {tx.other[:2]}"
+    controls = sum(step.kind == "control" for step in scenario.steps)
+    assert len(tx.responses) == controls, f"{len(tx.responses)} responses to {controls}"
+    assert all(r.status == 0 for r in tx.responses), [r for r in tx.responses if r.status]
     names = [
         n for n in description["registers"] if n.startswith(("quoter_", "book_", "tob_", "feed_"))
     ]
@@ -309,6 +326,10 @@ def _figures(tx, model_out, counters: dict, cycles: int, messages: int) -> dict:
         "cycles": cycles,
         "counters": counters,
     }
+
+
+def _is_response(frame: bytes) -> bool:
+    return ethernet.decode_udp_frame(frame).dst_port == CONTROL_SRC_PORT
 
 
 def _stamp(payload: bytes) -> int:
