@@ -97,6 +97,10 @@ class Core(wiring.Component):
         Every frame reaching the device; ``rx.ready`` is always 1.
     tx : Out(stream.Signature(beat_layout))
         Every frame the device sends.
+    ticks : In(stream.Signature(beat_layout))
+        Tick records from a host link other than Ethernet (a PCIe DMA engine): 40-byte records,
+        5 full beats each, ``last`` on the fifth. They share the tick-record parser with the
+        records arriving over UDP, a whole record at a time (UDP first).
     kill : Out(1)
         The kill switch (for a board LED).
     cycle : Out(32)
@@ -119,6 +123,7 @@ class Core(wiring.Component):
             {
                 "rx": In(stream.Signature(beat_layout)),
                 "tx": Out(stream.Signature(beat_layout)),
+                "ticks": In(stream.Signature(beat_layout)),
                 "kill": Out(1),
                 "cycle": Out(32),
             }
@@ -174,7 +179,10 @@ class Core(wiring.Component):
                 feed.ports[k].enable.eq(port[16]),
                 feed.ports[k].port.eq(port[:16]),
             ]
-        wiring.connect(m, tickrx.o, tick.i)
+        m.submodules.tickmux = tickmux = FrameMux(2)
+        wiring.connect(m, tickrx.o, tickmux.i[0])
+        wiring.connect(m, wiring.flipped(self.ticks), tickmux.i[1])
+        wiring.connect(m, tickmux.o, tick.i)
 
         # ---------------------------------------------------------------- events -> book
         wiring.connect(m, feed.o, dispatch.feed)

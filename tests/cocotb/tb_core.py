@@ -72,17 +72,23 @@ class Run:
         self.frames: list[tuple[int, bytes]] = []
         self._beats: list = []
         self._first = None
+        self.tick_taken = False
 
-    async def cycle(self, beat=None) -> int:
-        """One clock cycle: present ``beat`` (or nothing) on rx; returns the cycle counter."""
+    async def cycle(self, beat=None, tick_beat=None) -> int:
+        """One clock cycle: present ``beat`` (or nothing) on rx and ``tick_beat`` on ticks;
+        returns the cycle counter (and sets :attr:`tick_taken`)."""
         dut = self.dut
         dut.rx__valid.value = int(beat is not None)
         if beat is not None:
             dut.rx__payload.value = pack(beat_layout, beat)
+        dut.ticks__valid.value = int(tick_beat is not None)
+        if tick_beat is not None:
+            dut.ticks__payload.value = pack(beat_layout, tick_beat)
         ready = not next(self.pause_out)
         dut.tx__ready.value = int(ready)
         await ReadOnly()
         now = dut.cycle.value.to_unsigned()
+        self.tick_taken = tick_beat is not None and bool(dut.ticks__ready.value)
         if dut.tx__valid.value and ready:
             fields = unpack(beat_layout, dut.tx__payload.value.to_unsigned())
             if not self._beats:
@@ -102,6 +108,17 @@ class Run:
                 await self.cycle()
             cycles.append(await self.cycle(beat))
         return cycles
+
+    async def dma_records(self, records: bytes) -> None:
+        """Send tick records on the ``ticks`` port (the DMA path), 5 beats each."""
+        for at in range(0, len(records), 40):
+            beats = packet_beats(records[at : at + 40])
+            for beat in beats:
+                while next(self.pause_in):
+                    await self.cycle()
+                await self.cycle(tick_beat=beat)
+                while not self.tick_taken:
+                    await self.cycle(tick_beat=beat)
 
     async def request(self, frame: bytes, limit: int = 2000) -> list[int]:
         """Send a control request and wait for its response frame (as a host does)."""
@@ -155,6 +172,8 @@ MODE = PARAMS.get("mode", "itch")
 async def _start(dut, cfg) -> Run:
     dut.rx__valid.value = 0
     dut.rx__payload.value = 0
+    dut.ticks__valid.value = 0
+    dut.ticks__payload.value = 0
     dut.tx__ready.value = 1
     tb = TB(dut)
     await tb.reset()
@@ -165,7 +184,8 @@ async def _start(dut, cfg) -> Run:
 
 @cocotb.test(skip=MODE != "ticks")
 async def ticks_match_itch_model(dut):
-    """Tick records over UDP quote exactly as the ITCH messages they were made from."""
+    """Tick records, over UDP and on the DMA port in turn, quote exactly as the ITCH messages
+    they were made from."""
     cfg = _config()
     description = Core(cfg).describe()
     messages = generate(
@@ -184,7 +204,11 @@ async def ticks_match_itch_model(dut):
     at = 0
     while at < len(records):
         count = rng.randint(1, 8)
-        await run.frame(tick_frame(cfg, b"".join(records[at : at + count])))
+        batch = b"".join(records[at : at + count])
+        if rng.random() < 0.5:
+            await run.frame(tick_frame(cfg, batch))
+        else:
+            await run.dma_records(batch)
         await run.idle(PARAMS["pace"] * count)
         at += count
     await run.drain()
