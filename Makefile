@@ -42,6 +42,7 @@ bench: $(STAMP) tools
 	$(SIMENV) $(PY) -m tick2quote.sim.bench_parse
 	$(SIMENV) $(PY) -m tick2quote.sim.bench_book $(if $(SYNTH),,--no-synth)
 	$(SIMENV) $(PY) -m tick2quote.sim.bench_quoter $(if $(SYNTH),,--no-synth)
+	$(SIMENV) $(PY) -m tick2quote.sim.bench_core
 
 clean:
 	rm -rf build .pytest_cache
