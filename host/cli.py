@@ -8,8 +8,10 @@ from pathlib import Path
 
 import click
 
+from . import monitor_cli
 from .build_cli import build
 from .protocol.errors import DecodeError
+from .twin_cli import twin
 
 __all__ = ["main"]
 
@@ -171,6 +173,8 @@ def demo(seed, symbols, messages, out_dir):
 
 
 main.add_command(build)
+main.add_command(monitor_cli.monitor)
+main.add_command(twin)
 
 
 if __name__ == "__main__":
