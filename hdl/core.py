@@ -21,7 +21,8 @@ Transmit priority: orders, then control responses, then top-of-book frames (a fr
 never interrupted, so an order can wait for the rest of one).
 
 Book updates reach the quoter through a 32-entry queue (bypassed when empty, so it adds no
-latency) and the top-of-book feed directly (it drops and counts an update that finds it busy).
+latency) and the top-of-book feed through a 16-update queue (an update finding it full is dropped
+and counted: the feed sends at most one update in 12 cycles).
 The book waits while the queue is full; the feed handler's buffer then fills and, when full,
 marks the book stale (counted): under overload the core degrades to "stale, not quoting",
 never to a wrong quote.
@@ -57,6 +58,7 @@ __all__ = ["Core", "CORE_COUNTERS", "counter_blocks"]
 #: The core's own counters: stale marks (gaps, overflows), recoveries, parameter writes lost.
 CORE_COUNTERS = ("stale_marks", "recoveries", "ctl_lost")
 _TOB_QUEUE = 32
+_TOB_FEED_QUEUE = 16
 
 
 def counter_blocks() -> dict[str, data.StructLayout]:
@@ -147,7 +149,7 @@ class Core(wiring.Component):
         )
         m.submodules.quoter = quoter = Quoter(cfg.symbols, cfg.ref_window, default=cfg.default)
         m.submodules.egress = egress = OrderEgress(symbols=cfg.symbols)
-        m.submodules.tobfeed = tobfeed = TopOfBookFeed()
+        m.submodules.tobfeed = tobfeed = TopOfBookFeed(depth=_TOB_FEED_QUEUE)
         m.submodules.latency = latency = LatencyStats(buckets=LATENCY_BUCKETS)
         m.submodules.txmux = txmux = FrameMux(3)
         regs = ctl.regs
@@ -214,6 +216,12 @@ class Core(wiring.Component):
             queue.w_data.eq(update),
             tobfeed.i.valid.eq(book.o.valid & book.o.ready),
             tobfeed.i.payload.eq(book.o.payload),
+        ]
+        # the book's update for an event it takes is on its output 2 cycles later: let the
+        # quoter fetch that symbol's state meanwhile
+        m.d.comb += [
+            quoter.lookahead.valid.eq(book.i.valid & book.i.ready),
+            quoter.lookahead.locate.eq(book.i.payload.locate),
         ]
         since = Signal(range(5))  # cycles since the book last took an event, saturating at 4
         with m.If(book.i.valid & book.i.ready):

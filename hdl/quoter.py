@@ -4,32 +4,48 @@
 control requests, and emits OUCH 5.0 order actions (:data:`~tick2quote.hdl.orders.order_layout`)
 in exactly the model's order with the model's fields and counters.
 
-Operation. The quoter handles **one event at a time**; an event is taken from the first of these
-that has one: kill sweep step, ``ctl``, ``fill``, ``trading``, ``tob``. An event's inputs are
-registered when it is taken (cycle 0; a ``tob`` record's mid is computed on the way in); the
-per-symbol memories answer in cycle 1 and their words are registered (held) from cycle 2; the
-arithmetic (:mod:`.pricing`) settles by cycle ``latency - 1``; every decision is then registered
-as a *plan* (:mod:`.quoterplan`) and the event *commits* in cycle ``latency``: memories are
-written, counters move and the orders are loaded into a two-entry output buffer (the first order
-is valid on ``o`` in cycle ``latency + 1``). The next event is taken in the cycle after the
-commit, so evaluations run at one per ``latency + 1`` cycles. An event that emits orders
-commits only when the output buffer is empty; nothing is ever dropped for back-pressure. Fills
-commit in cycle ``fill_latency`` (their symbol is known from the UserRefNum table in cycle 2),
-control requests in ``ctl_latency`` (a write of ``spread_bps``, ``band_bps`` or
-``min_edge_bps`` also stores the parameter's scale, :data:`~.pricing.SCALES`), kill sweep steps
-in ``kill_latency``.
+Operation. Events are taken one at a time from the first input that has one: ``ctl``,
+``fill``, ``trading``, ``tob`` (and kill sweep steps). An event needs its symbol's state
+(parameters, account, book-independent terms :mod:`.pricing_terms`, live orders, meta, last
+book), which lives in block RAM behind a one-entry coherent cache (:mod:`.quoter_cache`): a
+read takes two cycles. A ``tob`` whose symbol the cache holds is taken straight into
+*evaluation* (cycle 0); any other event is first taken into a one-entry *fetch* stage that reads
+its state (two cycles; a fill reads the UserRefNum table first) and then enters evaluation.
+Evaluation copies the event and its state into registers in the cycle it starts; the quote
+arithmetic (:mod:`.pricing_quote`) has its stage-4 results registered in cycle 5, where the
+decision (:mod:`.quoterplan`) is made in one cycle: the event *commits*, loading its orders into
+a two-entry output buffer (first order valid on ``o`` in cycle 6) and its effects into plan
+registers, which write the memories and counters in cycle 6. The next event can start in cycle 6
+(it sees those writes through the cache). An event that emits orders commits only when the
+output buffer is empty; nothing is ever dropped for back-pressure.
+
+Timing (cycles from the cycle a ``tob`` is taken, valid and ready, to its first order valid):
+
+- :attr:`latency` + 1 = **6** when the cache holds the symbol, :attr:`miss_latency` + 1 = 8
+  otherwise. The cache is filled ahead of time from the ``lookahead`` hint (below) and from a
+  ``tob`` waiting on the input while the quoter is busy, so under load every ``tob`` after the
+  first takes 6 cycles and ``tob`` records are taken one per 6 cycles.
+- ``trading`` events take 2 + 6 cycles; kill sweep steps about 3 cycles per symbol; control
+  requests and fills :attr:`ctl_latency` / :attr:`fill_latency` cycles after their state is read
+  (they recompute the symbol's terms).
+
+``lookahead`` (optional hint): a locate (``valid`` for one or more cycles) whose ``tob`` will
+come soon, for example from the book the cycle it accepts an event (its top of book is on ``o``
+two cycles later). The quoter reads that symbol's state into the cache when it has nothing more
+urgent to read, so the ``tob`` then takes the 6-cycle path. A wrong, late or missing hint only
+costs time; tied to 0, every idle ``tob`` takes 8 cycles.
 
 Time. The throttle of step 9 measures ``cycle`` (the free-running counter input) in the cycle an
-event is taken; ``cycle - last >= refresh_cycles`` is computed on 32 bits (wraps after 2**32
-cycles, 27 s at 156.25 MHz; the model's unbounded integers agree until then). Orders carry
-``stamp``: the ``tob`` record's stamp, the ``cycle`` a ``trading`` event was taken, or the
+event is taken from its input; ``cycle - last >= refresh_cycles`` is computed on 32 bits (wraps
+after 2**32 cycles, 27 s at 156.25 MHz; the model's unbounded integers agree until then). Orders
+carry ``stamp``: the ``tob`` record's stamp, the ``cycle`` a ``trading`` event was taken, or the
 ``cycle`` in which ``kill`` rose.
 
 Kill switch. A rising edge of ``kill`` (``kill`` high, low the cycle before) blocks every input
-from that cycle on; once the event in flight has committed the quoter sweeps every locate in
-ascending order, cancelling live orders bid then ask (one ``pull_kill`` per symbol that had
-any). Events taken while ``kill`` is high are pulled (``pull_kill``). So the model's
-``set_kill(True, c)`` sits between the events taken before cycle ``c`` and those after it.
+from that cycle on; after the events already taken the quoter sweeps every locate in ascending
+order, cancelling live orders bid then ask (one ``pull_kill`` per symbol that had any). Events
+taken while ``kill`` is high are pulled (``pull_kill``). So the model's ``set_kill(True, c)``
+sits between the events taken before cycle ``c`` and those after it.
 
 Control port. ``ctl`` requests write or read one field (:class:`~.quoterstate.Field`) of one
 locate; a read (parameters, position, cash) answers on ``ctl_data``. A write of a value the
@@ -45,7 +61,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -53,28 +69,27 @@ from amaranth.lib.wiring import In, Out
 from ..sim.models.pricing import QuoteParams
 from .book import top_of_book_layout
 from .orders import fill_layout, order_layout
-from .pricing import SCALES, Pipeline, Staged, product, quote_datapath
-from .quoterplan import EventKind, decide
+from .pricing_quote import DEPTH, quote_datapath
+from .quoter_cache import StateCache
+from .quoter_events import event_datapath
+from .quoterplan import EventKind, evaluation_inputs, evaluation_plan, plan_layout
 from .quoterstate import (
     COUNTERS,
-    PARAM_FIELDS,
-    Field,
-    account_layout,
+    STATE,
     bbo_layout,
     counter_layout,
     ctl_layout,
-    live_layout,
-    meta_layout,
-    param_word,
-    params_layout,
+    lookahead_layout,
     ref_layout,
-    scales_layout,
-    scales_word,
+    state_reset,
     trading_layout,
 )
 from .sweep import reset_sweep
 
 __all__ = ["Quoter", "EventKind"]  # EventKind: from .quoterplan
+
+#: Commit cycle of a kill sweep step (its plan is registered once).
+_KILL_LATENCY = 2
 
 
 def _power_of_two(name: str, value, low: int, high: int) -> int:
@@ -98,18 +113,25 @@ class Quoter(wiring.Component):
     first_user_ref_num:
         The first UserRefNum issued (1 .. 2**32 - 1), as the model's.
     adder_arity:
-        Terms summed per pipeline stage in the multipliers' adder trees (2 or 3): 3 saves cycles,
-        2 is faster logic.
+        Terms summed per pipeline stage in the adder trees of the fill and terms products (2 or
+        3): 3 makes fills and parameter writes shorter, 2 is faster logic.
 
     Ports
     -----
     tob: in stream of :data:`~.book.top_of_book_layout`. trading: in stream of
     :data:`~.quoterstate.trading_layout`. fill: in stream of :data:`~.orders.fill_layout`.
     ctl: in stream of :data:`~.quoterstate.ctl_layout`; ctl_data: out stream of 64-bit answers.
-    kill: level. cycle: the free-running 32-bit cycle counter. o: out stream of
-    :data:`~.orders.order_layout`. counters: :data:`~.quoterstate.counter_layout`.
-    clearing: the reset sweep is running. latency / fill_latency / ctl_latency / kill_latency:
-    the commit cycles (Python attributes, known after construction).
+    lookahead: :data:`~.quoterstate.lookahead_layout`, an optional hint (may stay 0). kill:
+    level. cycle: the free-running 32-bit cycle counter. o: out stream of
+    :data:`~.orders.order_layout`. counters: :data:`~.quoterstate.counter_layout`. clearing: the
+    reset sweep is running.
+
+    Attributes
+    ----------
+    latency / miss_latency: the commit cycle of a ``tob`` taken with its symbol cached / not
+    (its first order is valid one cycle later). ctl_latency / fill_latency / kill_latency: the
+    commit cycle of those events counted from the cycle they start evaluation (known after
+    elaboration).
     """
 
     def __init__(
@@ -137,8 +159,11 @@ class Quoter(wiring.Component):
         self.symbols, self.ref_window = symbols, ref_window
         self.default, self.first_user_ref_num = default, first_user_ref_num
         self.adder_arity = adder_arity
-        self.latency = None  # known after elaboration
-        self.fill_latency = None
+        self.latency = DEPTH
+        self.miss_latency = DEPTH + 2
+        self.kill_latency = _KILL_LATENCY
+        self.fill_latency = None  # known after elaboration
+        self.ctl_latency = None
         super().__init__(
             {
                 "tob": In(stream.Signature(top_of_book_layout)),
@@ -146,6 +171,7 @@ class Quoter(wiring.Component):
                 "fill": In(stream.Signature(fill_layout)),
                 "ctl": In(stream.Signature(ctl_layout)),
                 "ctl_data": Out(stream.Signature(64)),
+                "lookahead": In(lookahead_layout),
                 "kill": In(1),
                 "cycle": In(32),
                 "o": Out(stream.Signature(order_layout)),
@@ -154,71 +180,41 @@ class Quoter(wiring.Component):
             }
         )
 
-    def elaborate(self, platform):  # noqa: PLR0915 - one datapath, read top to bottom
+    def elaborate(self, platform):  # noqa: PLR0915 - one control flow, read top to bottom
         m = Module()
         lb = self.locate_bits
         bank_bits = self.ref_bits - 1
         clear_bits = max(lb, bank_bits, 1)
+        layout = plan_layout(lb, bank_bits)
 
-        # ------------------------------------------------------------ reset sweep
+        # ------------------------------------------------------------ reset sweep, memories
         clearing, clear_addr = reset_sweep(m, 1 << clear_bits)
         m.d.comb += self.clearing.eq(clearing)
-        clear_symbols = clearing & (clear_addr >> lb == 0)
         clear_refs = clearing & (clear_addr >> bank_bits == 0)
+        cache = StateCache(m, self.symbols, STATE, state_reset(self.default), clearing, clear_addr)
 
-        # ------------------------------------------------------------ memories
-        addr = Signal(lb)  # state/params read address of this cycle
-        cur = Signal(lb)  # the address of the data the read ports show
-        m.d.sync += cur.eq(addr)
+        def ok(locate):
+            return (locate >> lb) == 0
 
-        def memory(name, shape, depth, read_addr, init=()):
-            # not transparent: an event is taken no earlier than the cycle after the last
-            # commit, so a read never meets a write of the same cycle; the read data is
-            # registered (block RAM clock-to-out is most of a cycle)
-            mem = Memory(shape=shape, depth=depth, init=list(init))
-            m.submodules[name] = mem
-            wp = mem.write_port()
-            rp = mem.read_port()
-            m.d.comb += rp.addr.eq(read_addr)
-            held = Signal(shape, name=f"{name}_held")
-            m.d.sync += held.eq(rp.data)
-            return wp, held
+        def hit(locate):
+            return cache.hit(locate)
 
-        params_mem = {}
-        for name, (width, is_signed) in PARAM_FIELDS.items():
-            shape = signed(width) if is_signed else width
-            params_mem[name] = memory(f"param_{name}", shape, self.symbols, addr)
-        account_wp, account_rp = memory("account", account_layout, self.symbols, addr)
-        live_ports = [memory(f"live_{s}", live_layout, self.symbols, addr) for s in ("bid", "ask")]
-        meta_wp, meta_rp = memory("meta", meta_layout, self.symbols, addr)
-        bbo_wp, bbo_rp = memory("bbo", bbo_layout, self.symbols, addr)
-        scales_wp, scales_rp = memory("scales", scales_layout, self.symbols, addr)
-        depth = 2  # the memories' read data (held) is valid from this cycle of an event
+        def inflight(locate):
+            return cache.inflight & (cache.inflight_addr == locate[:lb])
+
+        # UserRefNum table: two banks by the number's lowest bit, read for fills only
         ref_addr = Signal(max(bank_bits, 1))
-        ref_ports = [
-            memory(f"refs{b}", ref_layout, 1 << bank_bits, ref_addr[:bank_bits]) for b in (0, 1)
-        ]
-
-        params = Signal(params_layout)
-        for name, (_, rp) in params_mem.items():
-            m.d.comb += getattr(params, "tick100" if name == "tick" else name).eq(rp)
-        account, meta, bbo_mem, scales = account_rp, meta_rp, bbo_rp, scales_rp
-        live = [rp for _, rp in live_ports]
-
-        # ------------------------------------------------------------ event registers
-        busy = Signal()
-        kind = Signal(EventKind)
-        step = Signal(range(64))
-        ev_locate = Signal(16)
-        ev_bbo = Signal(bbo_layout)
-        ev_stamp = Signal(32)
-        ev_cycle = Signal(32)
-        ev_kill = Signal()
-        ev_state = Signal(8)
-        ev_fill = Signal(fill_layout)
-        ev_ctl = Signal(ctl_layout)
-        with m.If(busy):
-            m.d.sync += step.eq(Mux(step == 63, step, step + 1))
+        ref_load = Signal()  # a table read was issued last cycle
+        ref_raw = [Signal(ref_layout, name=f"ref_raw{b}") for b in (0, 1)]
+        ref_wp = []
+        for b in (0, 1):
+            mem = Memory(shape=ref_layout, depth=1 << bank_bits, init=[])
+            m.submodules[f"refs{b}"] = mem
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += rp.addr.eq(ref_addr[:bank_bits])
+            with m.If(ref_load):
+                m.d.sync += ref_raw[b].eq(rp.data)
+            ref_wp.append(wp)
 
         # ------------------------------------------------------------ kill switch
         kill_q = Signal()
@@ -228,7 +224,7 @@ class Quoter(wiring.Component):
         pending_cycle, kill_cycle = Signal(32), Signal(32)
         sweep_locate = Signal(lb)
 
-        # ------------------------------------------------------------ output buffer
+        # ------------------------------------------------------------ output buffer, answers
         slot = [Signal(order_layout, name=f"slot{k}") for k in (0, 1)]
         slot_valid = [Signal(name=f"slot{k}_valid") for k in (0, 1)]
         m.d.comb += [self.o.valid.eq(slot_valid[0]), self.o.payload.eq(slot[0])]
@@ -242,249 +238,269 @@ class Quoter(wiring.Component):
         with m.If(self.ctl_data.ready):
             m.d.sync += resp_valid.eq(0)
 
-        # ------------------------------------------------------------ arithmetic
+        # ------------------------------------------------------------ fetch stage
+        f_valid = Signal()
+        f_kind = Signal(EventKind)
+        f_locate = Signal(16)
+        f_cycle = Signal(32)
+        f_kill = Signal()
+        f_tob = Signal(top_of_book_layout)
+        f_mid = Signal(32)
+        f_book_wait = Signal()  # a trading event waits for its stored book
+        f_state = Signal(8)
+        f_fill = Signal(fill_layout)
+        f_ctl = Signal(ctl_layout)
+        f_entry = Signal(ref_layout)
+        f_lookup = Signal(2)  # a fill's table lookup: cycles to go
+        f_stateful = Signal()  # needs the symbol's state
+
+        # ------------------------------------------------------------ evaluation registers
+        busy = Signal()
+        kind = Signal(EventKind)
+        step = Signal(range(64))
+        due = Signal()
+        ev = SimpleNamespace(
+            locate=Signal(16, name="ev_locate"),
+            stamp=Signal(32, name="ev_stamp"),
+            cycle=Signal(32, name="ev_cycle"),
+            kill=Signal(name="ev_kill"),
+            state=Signal(8, name="ev_state"),
+            book=Signal(bbo_layout, name="ev_book"),
+            mid=Signal(32, name="ev_mid"),
+            fill=Signal(fill_layout, name="ev_fill"),
+            ctl=Signal(ctl_layout, name="ev_ctl"),
+            entry=Signal(ref_layout, name="ev_entry"),
+        )
+        for name, shape in STATE.items():
+            setattr(ev, name, Signal(shape, name=f"ev_{name}"))
+        ev.live = [ev.live_bid, ev.live_ask]
+        plan = Signal(layout, name="plan")
+        plan_valid = Signal()
+        zero = Signal(layout, name="zero_plan")  # 0, but read from a register (see event_plan)
+        m.d.comb += zero.eq(plan.as_value() & 0)
+
+        # ------------------------------------------------------------ taking events
+        blocked = clearing | rise | pending | sweeping
+        free = ~busy
+        tob_p = self.tob.payload
+        choose_tob = ~self.ctl.valid & ~self.fill.valid & ~self.trading.valid
+        tob_open = ~blocked & choose_tob & ~f_valid & free
+        fast = tob_open & self.tob.valid & (~ok(tob_p.locate) | hit(tob_p.locate))
+        to_fetch = ~blocked & ~f_valid & free
+        take_ctl = to_fetch & self.ctl.valid
+        take_fill = to_fetch & ~self.ctl.valid & self.fill.valid & ~plan_valid
+        take_trading = to_fetch & ~self.ctl.valid & ~self.fill.valid & self.trading.valid
+        take_tob = tob_open & self.tob.valid & ~fast
+        load_kill = (pending | sweeping) & ~f_valid & ~clearing
+        m.d.comb += [
+            self.ctl.ready.eq(to_fetch),
+            self.fill.ready.eq(to_fetch & ~self.ctl.valid & ~plan_valid),
+            self.trading.ready.eq(to_fetch & ~self.ctl.valid & ~self.fill.valid),
+            self.tob.ready.eq(tob_open),
+        ]
+        in_locate = Mux(
+            load_kill,
+            sweep_locate,
+            Mux(
+                take_ctl,
+                self.ctl.payload.locate,
+                Mux(take_trading, self.trading.payload.locate, tob_p.locate),
+            ),
+        )
+        into_fetch = take_ctl | take_fill | take_trading | take_tob | load_kill
+        with m.If(into_fetch):
+            m.d.sync += [
+                f_valid.eq(1),
+                f_locate.eq(in_locate),
+                f_cycle.eq(self.cycle),
+                f_kill.eq(self.kill),
+                f_stateful.eq(ok(in_locate) & ~take_fill),
+                f_tob.eq(tob_p),
+                f_mid.eq((tob_p.bid_px + tob_p.ask_px) >> 1),
+                f_book_wait.eq(take_trading & ok(in_locate)),
+                f_state.eq(self.trading.payload.state),
+                f_fill.eq(self.fill.payload),
+                f_ctl.eq(self.ctl.payload),
+                f_lookup.eq(Mux(take_fill, 2, 0)),
+            ]
+        kind_in = Mux(
+            load_kill,
+            EventKind.KILL.value,
+            Mux(
+                take_ctl,
+                EventKind.CTL.value,
+                Mux(take_fill, EventKind.FILL.value, Mux(take_trading, EventKind.TRADING.value, 0)),
+            ),
+        )
+        with m.If(into_fetch):
+            m.d.sync += f_kind.as_value().eq(kind_in)
+        with m.If(load_kill):
+            m.d.sync += sweep_locate.eq(sweep_locate + 1)
+            m.d.sync += sweeping.eq(sweep_locate != self.symbols - 1)
+            with m.If(~sweeping):
+                m.d.sync += [pending.eq(0), kill_cycle.eq(pending_cycle)]
+        with m.If(rise):
+            m.d.sync += [pending.eq(1), pending_cycle.eq(self.cycle)]
+
+        # a fill looks its UserRefNum up first (two cycles), then reads its symbol's state
+        m.d.comb += ref_addr.eq(self.fill.payload.user_ref[1:])
+        m.d.sync += ref_load.eq(take_fill)
+        entry = Signal(ref_layout)
+        m.d.comb += entry.eq(Mux(f_fill.user_ref[0], ref_raw[1].as_value(), ref_raw[0].as_value()))
+        with m.If(f_valid & (f_lookup != 0)):
+            m.d.sync += f_lookup.eq(f_lookup - 1)
+            with m.If(f_lookup == 1):
+                known = entry.valid & (entry.ref == f_fill.user_ref)
+                m.d.sync += [f_entry.eq(entry), f_locate.eq(entry.locate), f_stateful.eq(known)]
+
+        # the read port: a new fetch, the fetch stage, a waiting tob, the lookahead hint
+        look = self.lookahead
+        f_wants = f_valid & f_stateful & (f_lookup == 0) & ~hit(f_locate) & ~inflight(f_locate)
+        tob_wants = (
+            self.tob.valid & ~fast & ok(tob_p.locate) & ~hit(tob_p.locate) & ~inflight(tob_p.locate)
+        )
+        look_wants = look.valid & ok(look.locate) & ~hit(look.locate) & ~inflight(look.locate)
+        with m.If(into_fetch & ~take_fill & ok(in_locate)):
+            m.d.comb += [cache.rd_en.eq(1), cache.rd_addr.eq(in_locate[:lb])]
+        with m.Elif(f_wants):
+            m.d.comb += [cache.rd_en.eq(1), cache.rd_addr.eq(f_locate[:lb])]
+        with m.Elif(~f_valid & tob_wants):
+            m.d.comb += [cache.rd_en.eq(1), cache.rd_addr.eq(tob_p.locate[:lb])]
+        with m.Elif(~f_valid & ~self.tob.valid & look_wants):
+            m.d.comb += [cache.rd_en.eq(1), cache.rd_addr.eq(look.locate[:lb])]
+
+        # a trading event evaluates the symbol's stored book: copied once the cache has it
+        stored = cache.current["bbo"]
+        with m.If(f_valid & f_book_wait & hit(f_locate)):
+            m.d.sync += [
+                f_book_wait.eq(0),
+                f_tob.bid_px.eq(stored.bid_px),
+                f_tob.bid_sz.eq(stored.bid_sz),
+                f_tob.ask_px.eq(stored.ask_px),
+                f_tob.ask_sz.eq(stored.ask_sz),
+                f_tob.stale.eq(stored.stale),
+                f_mid.eq((stored.bid_px + stored.ask_px) >> 1),
+            ]
+        # the fetch stage starts evaluation when its state is in the cache
+        move = f_valid & free & (f_lookup == 0) & ~f_book_wait & (~f_stateful | hit(f_locate))
+        with m.If(move):
+            m.d.sync += f_valid.eq(0)
+        take = fast | move
+
+        # ------------------------------------------------------------ starting evaluation
+        # the evaluation registers load every idle cycle (from the tob input or the fetch
+        # stage); ``take`` makes them hold (busy)
+        tob_fetched = top_of_book_layout(Mux(fast, tob_p.as_value(), f_tob.as_value()))
+        with m.If(take):
+            m.d.sync += [
+                busy.eq(1),
+                step.eq(1),
+                due.eq(0),
+                kind.as_value().eq(Mux(fast, EventKind.TOB.value, f_kind.as_value())),
+            ]
+        with m.If(~busy):
+            m.d.sync += [
+                ev.locate.eq(Mux(fast, tob_p.locate, f_locate)),
+                ev.stamp.eq(tob_fetched.stamp),
+                ev.cycle.eq(Mux(fast, self.cycle, f_cycle)),
+                ev.kill.eq(Mux(fast, self.kill, f_kill)),
+                ev.state.eq(f_state),
+                ev.book.bid_px.eq(tob_fetched.bid_px),
+                ev.book.bid_sz.eq(tob_fetched.bid_sz),
+                ev.book.ask_px.eq(tob_fetched.ask_px),
+                ev.book.ask_sz.eq(tob_fetched.ask_sz),
+                ev.book.stale.eq(tob_fetched.stale),
+                ev.mid.eq(Mux(fast, (tob_p.bid_px + tob_p.ask_px) >> 1, f_mid)),
+                ev.fill.eq(f_fill),
+                ev.ctl.eq(f_ctl),
+                ev.entry.eq(f_entry),
+            ]
+            for name in STATE:
+                m.d.sync += getattr(ev, name).eq(cache.current[name])
+
+        # ------------------------------------------------------------ evaluation datapaths
         is_tob = kind == EventKind.TOB
-        book = Signal(bbo_layout)
-        m.d.comb += book.eq(Mux(is_tob, ev_bbo.as_value(), bbo_mem.as_value()))
-        dp = quote_datapath(
+        is_eval = is_tob | (kind == EventKind.TRADING)
+        params, terms, account = ev.params, ev.terms, ev.account
+        book = SimpleNamespace(bid_px=ev.book.bid_px, ask_px=ev.book.ask_px, mid=ev.mid)
+        live_px = (ev.live[0].price, ev.live[1].price)
+        quote = quote_datapath(m, book, params, terms, account.position, live_px)
+
+        next_ref = Signal(33, init=self.first_user_ref_num)
+        flags, refs = evaluation_inputs(m, ev, is_tob, ok(ev.locate), next_ref)
+        eval_plan = evaluation_plan(m, flags, quote, refs, layout, zero)
+
+        # fills, control requests, kill steps
+        slow_plan, self.ctl_latency, self.fill_latency = event_datapath(
             m,
-            params,
-            scales,
-            book.bid_px,
-            book.ask_px,
-            book.mid,
-            account.position,
-            account.cash,
-            depth=depth,
+            kind,
+            ev,
+            locate_ok=ok(ev.locate),
+            kill_cycle=kill_cycle,
+            layout=layout,
+            zero=zero,
             arity=self.adder_arity,
         )
 
-        pipe = Pipeline(m, "fill")
-        traded = product(
-            pipe,
-            Staged(ev_fill.quantity, 1),
-            Staged(ev_fill.price, 1),
-            arity=self.adder_arity,
-            name="traded",
-        )
-        fill_sell = Signal()
-        signed_qty = Mux(fill_sell, -ev_fill.quantity, ev_fill.quantity)
-        # the fill's symbol is known from the UserRefNum table (held) in cycle 2, its account
-        # (held) from cycle 4
-        account_depth = depth + 2
-        pos_sum = pipe.reg(
-            account.position + signed_qty, Staged(0, account_depth), shape=signed(34)
-        )
-        cash_sum = pipe.reg(
-            Mux(fill_sell, account.cash + traded.value, account.cash - traded.value),
-            Staged(0, account_depth),
-            traded,
-            shape=signed(66),
-        )
-        # a parameter write stores the scale (parameter x reciprocal) of the three scaled fields
-        ctl_scale = product(
-            pipe,
-            Staged(ev_ctl.value[:16], 1),
-            Staged(Const(SCALES["half"].factor), 0),
-            arity=self.adder_arity,
-            name="scale",
-        )
-        assert len({sc.factor for sc in SCALES.values()}) == 1
-        # decisions are registered (the plan) and carried out one cycle later
-        self.eval_latency = dp.depth + 1
-        self.fill_latency = max(pos_sum.depth, cash_sum.depth) + 1
-        self.ctl_latency = max(ctl_scale.depth, depth) + 1
-        self.kill_latency = depth + 1
-        self.latency = self.eval_latency
-
-        # ------------------------------------------------------------ commit conditions
-        needs_room = (
-            (kind == EventKind.TOB) | (kind == EventKind.TRADING) | (kind == EventKind.KILL)
-        )
+        # ------------------------------------------------------------ commit
         latency = Signal(range(64))
         with m.Switch(kind):
             with m.Case(EventKind.TOB, EventKind.TRADING):
-                m.d.comb += latency.eq(self.eval_latency)
+                m.d.comb += latency.eq(self.latency)
             with m.Case(EventKind.FILL):
                 m.d.comb += latency.eq(self.fill_latency)
             with m.Case(EventKind.CTL):
                 m.d.comb += latency.eq(self.ctl_latency)
             with m.Default():
                 m.d.comb += latency.eq(self.kill_latency)
-        ctl_read = (kind == EventKind.CTL) & ~ev_ctl.write
-        commit = busy & (step >= latency) & (~needs_room | room) & ~(ctl_read & resp_valid)
-        # the next event is taken the cycle after a commit, when its writes are done
-        free = ~clearing & ~busy
-
-        # ------------------------------------------------------------ taking events
-        take_kill = free & (pending | sweeping)
-        open_inputs = free & ~rise & ~pending & ~sweeping
-        take_ctl = open_inputs & self.ctl.valid
-        take_fill = open_inputs & ~self.ctl.valid & self.fill.valid
-        take_trading = open_inputs & ~self.ctl.valid & ~self.fill.valid & self.trading.valid
-        take_tob = (
-            open_inputs & ~self.ctl.valid & ~self.fill.valid & ~self.trading.valid & self.tob.valid
-        )
-        m.d.comb += [
-            self.ctl.ready.eq(open_inputs),
-            self.fill.ready.eq(open_inputs & ~self.ctl.valid),
-            self.trading.ready.eq(open_inputs & ~self.ctl.valid & ~self.fill.valid),
-            self.tob.ready.eq(
-                open_inputs & ~self.ctl.valid & ~self.fill.valid & ~self.trading.valid
-            ),
-        ]
-        take = take_kill | take_ctl | take_fill | take_trading | take_tob
-
-        fill_lookup = busy & (kind == EventKind.FILL) & (step == depth)
-        bank = ev_fill.user_ref[0]
-        entry = Signal(ref_layout)
-        m.d.comb += entry.eq(Mux(bank, ref_ports[1][1].as_value(), ref_ports[0][1].as_value()))
-        in_locate = Mux(
-            take_kill,
-            sweep_locate,
-            Mux(
-                take_ctl,
-                self.ctl.payload.locate,
-                Mux(take_trading, self.trading.payload.locate, self.tob.payload.locate),
-            ),
-        )
-        with m.If(take):
-            m.d.comb += addr.eq(in_locate[:lb])
-        with m.Elif(fill_lookup):
-            m.d.comb += addr.eq(entry.locate[:lb])
-        with m.Else():
-            m.d.comb += addr.eq(cur)
-        m.d.comb += ref_addr.eq(self.fill.payload.user_ref[1:])
-
-        with m.If(take):
-            m.d.sync += [busy.eq(1), step.eq(1), ev_cycle.eq(self.cycle), ev_kill.eq(self.kill)]
-        with m.Elif(commit):
-            m.d.sync += busy.eq(0)
-        with m.If(take_kill):
-            m.d.sync += [kind.eq(EventKind.KILL), ev_locate.eq(sweep_locate)]
-            m.d.sync += sweep_locate.eq(sweep_locate + 1)
-            last = sweep_locate == self.symbols - 1
-            m.d.sync += sweeping.eq(~last)
-            with m.If(~sweeping):
-                m.d.sync += [pending.eq(0), kill_cycle.eq(pending_cycle)]
-        with m.If(rise):
-            m.d.sync += [pending.eq(1), pending_cycle.eq(self.cycle)]
-        with m.If(take_ctl):
-            m.d.sync += [kind.eq(EventKind.CTL), ev_ctl.eq(self.ctl.payload)]
-            m.d.sync += ev_locate.eq(self.ctl.payload.locate)
-        with m.If(take_fill):
-            m.d.sync += [kind.eq(EventKind.FILL), ev_fill.eq(self.fill.payload)]
-        with m.If(take_trading):
-            p = self.trading.payload
-            m.d.sync += [kind.eq(EventKind.TRADING), ev_locate.eq(p.locate), ev_state.eq(p.state)]
-        with m.If(take_tob):
-            p = self.tob.payload
-            m.d.sync += [kind.eq(EventKind.TOB), ev_locate.eq(p.locate), ev_stamp.eq(p.stamp)]
-            m.d.sync += [
-                ev_bbo.bid_px.eq(p.bid_px),
-                ev_bbo.bid_sz.eq(p.bid_sz),
-                ev_bbo.ask_px.eq(p.ask_px),
-                ev_bbo.ask_sz.eq(p.ask_sz),
-                ev_bbo.stale.eq(p.stale),
-                ev_bbo.mid.eq((p.bid_px + p.ask_px) >> 1),
-            ]
-        ev_entry = Signal(ref_layout)  # the table answers in cycle 1; later reads move on
-        with m.If(fill_lookup):
-            m.d.sync += [fill_sell.eq(entry.side), ev_locate.eq(entry.locate), ev_entry.eq(entry)]
-
-        # ------------------------------------------------------------ decisions, plan
-        next_ref = Signal(33, init=self.first_user_ref_num)
-        inputs = SimpleNamespace(
-            lb=lb,
-            bank_bits=bank_bits,
-            kind=kind,
-            ev_locate=ev_locate,
-            ev_stamp=ev_stamp,
-            ev_cycle=ev_cycle,
-            ev_kill=ev_kill,
-            ev_state=ev_state,
-            ev_fill=ev_fill,
-            ev_ctl=ev_ctl,
-            ev_entry=ev_entry,
-            live=live,
-            meta=meta,
-            params=params,
-            account=account,
-            scales=scales,
-            book=book,
-            dp=dp,
-            is_tob=is_tob,
-            kill_cycle=kill_cycle,
-            pos_sum=pos_sum,
-            cash_sum=cash_sum,
-            ctl_scale=ctl_scale,
-            next_ref=next_ref,
-        )
-        plan = decide(m, inputs)
-        counts, orders, order_valid = plan.counts, plan.orders, plan.order_valid
-        new_live, live_write = plan.new_live, plan.live_write
-        new_meta, meta_write = plan.new_meta, plan.meta_write
-        new_account, account_write = plan.new_account, plan.account_write
-        ref_write, ref_data, ref_index = plan.ref_write, plan.ref_data, plan.ref_index
-        param_write, param_value = plan.param_write, plan.param_value
-        new_scales, scales_write = plan.new_scales, plan.scales_write
-        advance, answer_valid, answer_word = plan.advance, plan.answer_valid, plan.answer_word
-        bbo_write, write_field = plan.bbo_write, plan.write_field
-
-        # ------------------------------------------------------------ commit
+        with m.If(busy & ~take):
+            m.d.sync += [step.eq(Mux(step == 63, step, step + 1)), due.eq(step + 1 >= latency)]
+        emits = is_eval | (kind == EventKind.KILL)
+        ctl_read = (kind == EventKind.CTL) & ~ev.ctl.write
+        commit = busy & due & (~emits | room) & ~(ctl_read & resp_valid)
+        chosen = Signal(layout, name="chosen_plan")
+        m.d.comb += chosen.eq(Mux(is_eval, eval_plan.as_value(), slow_plan.as_value()))
+        m.d.sync += [plan_valid.eq(commit), plan.eq(chosen)]  # the plan is used when valid
         with m.If(commit):
-            for name in COUNTERS:
-                counter = getattr(self.counters, name)
-                m.d.sync += counter.eq(counter + counts[name])
-            m.d.sync += next_ref.eq(next_ref + advance)
-            with m.If(answer_valid):
-                m.d.sync += [resp_valid.eq(1), resp.eq(answer_word)]
-        with m.If(commit & needs_room):
-            first = Mux(order_valid[0], orders[0].as_value(), orders[1].as_value())
+            m.d.sync += busy.eq(0)
+        with m.If(commit & emits):
+            valid = chosen.order_valid
+            first = Mux(valid[0], chosen.orders[0].as_value(), chosen.orders[1].as_value())
             m.d.sync += [
                 slot[0].eq(first),
-                slot_valid[0].eq(order_valid[0] | order_valid[1]),
-                slot[1].eq(orders[1]),
-                # sides set here, not as comb constants: Icarus and Verilator never evaluate a
-                # combinational process that reads no signal
-                slot[0].side.eq(~order_valid[0]),
+                slot_valid[0].eq(valid[0] | valid[1]),
+                slot[1].eq(chosen.orders[1]),
+                slot_valid[1].eq(valid[0] & valid[1]),
+                # sides set here, not as comb constants in the plan: Icarus and Verilator never
+                # evaluate a combinational process that reads no signal
+                slot[0].side.eq(~valid[0]),
                 slot[1].side.eq(1),
-                slot_valid[1].eq(order_valid[0] & order_valid[1]),
             ]
-        write_addr = Mux(clearing, clear_addr[:lb], cur)
-        for s, (wp, _) in enumerate(live_ports):
+
+        # ------------------------------------------------------------ the plan's writes
+        with m.If(plan_valid):
+            for name in COUNTERS:
+                counter = getattr(self.counters, name)
+                m.d.sync += counter.eq(counter + getattr(plan.counts, name))
+            m.d.sync += next_ref.eq(next_ref + plan.advance)
+            with m.If(plan.answer_valid):
+                m.d.sync += [resp_valid.eq(1), resp.eq(plan.answer)]
+        m.d.comb += cache.wr_addr.eq(plan.locate)
+        writes = {
+            "params": (plan.params_write, plan.params),
+            "account": (plan.account_write, plan.account),
+            "terms": (plan.terms_write, plan.terms),
+            "live_bid": (plan.live_write[0], plan.live[0]),
+            "live_ask": (plan.live_write[1], plan.live[1]),
+            "meta": (plan.meta_write, plan.meta),
+            "bbo": (plan.bbo_write, plan.bbo),
+        }
+        for name, (enable, word) in writes.items():
+            m.d.comb += [cache.wr_en[name].eq(plan_valid & enable), cache.wr_data[name].eq(word)]
+        for bank, wp in enumerate(ref_wp):
             m.d.comb += [
-                wp.addr.eq(write_addr),
-                wp.data.eq(Mux(clearing, 0, new_live[s].as_value())),
-                wp.en.eq(clear_symbols | (commit & live_write[s])),
-            ]
-        reset_meta = Signal(meta_layout)
-        m.d.comb += reset_meta.state.eq(ord("T"))
-        m.d.comb += [
-            meta_wp.addr.eq(write_addr),
-            meta_wp.data.eq(Mux(clearing, reset_meta.as_value(), new_meta.as_value())),
-            meta_wp.en.eq(clear_symbols | (commit & meta_write)),
-            account_wp.addr.eq(write_addr),
-            account_wp.data.eq(Mux(clearing, 0, new_account.as_value())),
-            account_wp.en.eq(clear_symbols | (commit & account_write)),
-            bbo_wp.addr.eq(write_addr),
-            bbo_wp.data.eq(Mux(clearing, 0, ev_bbo.as_value())),
-            bbo_wp.en.eq(clear_symbols | (commit & bbo_write)),
-            scales_wp.addr.eq(write_addr),
-            scales_wp.data.eq(Mux(clearing, scales_word(self.default), new_scales.as_value())),
-            scales_wp.en.eq(clear_symbols | (commit & scales_write)),
-        ]
-        for name, (wp, _) in params_mem.items():
-            number = Field[name.upper()]
-            m.d.comb += [
-                wp.addr.eq(write_addr),
-                wp.data.eq(Mux(clearing, param_word(self.default, name), param_value)),
-                wp.en.eq(clear_symbols | (commit & param_write & (write_field == number))),
-            ]
-        for b, (wp, _) in enumerate(ref_ports):
-            m.d.comb += [
-                wp.addr.eq(Mux(clearing, clear_addr, ref_index[b])),
-                wp.data.eq(Mux(clearing, 0, ref_data[b].as_value())),
-                wp.en.eq(clear_refs | (commit & ref_write[b])),
+                wp.addr.eq(Mux(clearing, clear_addr, plan.ref_index[bank])),
+                wp.data.eq(Mux(clearing, 0, plan.ref[bank].as_value())),
+                wp.en.eq(clear_refs | (plan_valid & plan.ref_write[bank])),
             ]
         return m

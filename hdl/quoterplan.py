@@ -1,11 +1,13 @@
-"""The quoter's decisions: what one event does, registered as a plan the commit carries out.
+"""The quoter's decisions: every effect of one event, as a *plan* the commit registers.
 
-:func:`decide` builds, from an event's held inputs (event registers, the symbol's memories read
-and the arithmetic of :mod:`.pricing`), every effect of the event as combinational logic:
-counter increments, up to two orders, the new live orders, meta, account, scales and parameter
-words, UserRefNum table writes, the read answer. These are registered every cycle into the
-*plan*; the quoter (:mod:`.quoter`) commits an event one cycle after its inputs settle and
-reads only the plan registers, so no decision logic sits in front of a memory write.
+A plan (:func:`plan_layout`) holds the counter increments, up to two orders, and the words to
+write to the per-symbol memories (:data:`~.quoterstate.STATE`) and to the UserRefNum table, the
+UserRefNums issued and a control read's answer. :func:`evaluation_plan` decides a book change
+(``TOB``) or a trading-state change (``TRADING``) from registered flags and the stage-4 quote
+(:mod:`.pricing_quote`) in one cycle: it is built twice, for "the spread passes the min-edge
+test" and for "it does not", and the real test (one subtraction) picks one late.
+:func:`event_plan` decides the other events (``KILL`` sweep steps, fills, control requests),
+which have time to spare; the quoter registers it before use.
 """
 
 from __future__ import annotations
@@ -13,25 +15,37 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Mux, Signal, signed
-from amaranth.lib import enum
+from amaranth.lib import data, enum
 
 from .orders import OrderKind, order_layout
-from .pricing import SCALES
+from .pricing_terms import terms_layout
 from .quoterstate import (
     COUNTERS,
     PARAM_FIELDS,
     Field,
     account_layout,
+    bbo_layout,
     live_layout,
     meta_layout,
+    params_layout,
     ref_layout,
-    scales_layout,
 )
 
-__all__ = ["EventKind", "decide"]
+__all__ = [
+    "EventKind",
+    "PULL_ORDER",
+    "plan_layout",
+    "evaluation_inputs",
+    "evaluation_plan",
+    "event_plan",
+    "control_write",
+    "first_pull",
+]
 
 _I32 = (-(2**31), 2**31 - 1)
 _I64 = (-(2**63), 2**63 - 1)
+#: Pull reasons in the model's order (``pull_<reason>`` counters).
+PULL_ORDER = ("kill", "disabled", "halted", "stale", "empty", "crossed", "loss")
 
 
 class EventKind(enum.Enum, shape=3):
@@ -44,337 +58,345 @@ class EventKind(enum.Enum, shape=3):
     KILL = 4
 
 
-def decide(m, ev) -> SimpleNamespace:  # noqa: PLR0915 - one decision table, read top to bottom
-    """Every effect of the event described by ``ev``, registered (see the module documentation).
-
-    ``ev`` carries: ``lb``, ``bank_bits`` (address widths), ``kind`` (:class:`EventKind`), the
-    event registers ``ev_locate``, ``ev_stamp``, ``ev_cycle``, ``ev_kill``, ``ev_state``,
-    ``ev_fill``, ``ev_ctl``, ``ev_entry``, the held memory words ``live`` (bid, ask), ``meta``,
-    ``params``, ``account``, ``scales``, the ``book``, the quote arithmetic ``dp``, ``is_tob``,
-    ``kill_cycle``, the fill sums ``pos_sum``, ``cash_sum``, the parameter scale ``ctl_scale``
-    and the UserRefNum counter ``next_ref``. Returns the plan registers by name.
-    """
-    (
-        lb,
-        bank_bits,
-        kind,
-        ev_locate,
-        ev_stamp,
-        ev_cycle,
-        ev_kill,
-        ev_state,
-        ev_fill,
-        ev_ctl,
-        ev_entry,
-        live,
-        meta,
-        params,
-        account,
-        scales,
-        book,
-        dp,
-        is_tob,
-        kill_cycle,
-        pos_sum,
-        cash_sum,
-        ctl_scale,
-        next_ref,
-    ) = (
-        ev.lb,
-        ev.bank_bits,
-        ev.kind,
-        ev.ev_locate,
-        ev.ev_stamp,
-        ev.ev_cycle,
-        ev.ev_kill,
-        ev.ev_state,
-        ev.ev_fill,
-        ev.ev_ctl,
-        ev.ev_entry,
-        ev.live,
-        ev.meta,
-        ev.params,
-        ev.account,
-        ev.scales,
-        ev.book,
-        ev.dp,
-        ev.is_tob,
-        ev.kill_cycle,
-        ev.pos_sum,
-        ev.cash_sum,
-        ev.ctl_scale,
-        ev.next_ref,
+def plan_layout(locate_bits: int, bank_bits: int) -> data.StructLayout:
+    """Every effect of one event (see the module documentation)."""
+    return data.StructLayout(
+        {
+            "counts": data.StructLayout({name: 2 for name in COUNTERS}),
+            "orders": data.ArrayLayout(order_layout, 2),
+            "order_valid": 2,
+            "locate": locate_bits,
+            "live_write": 2,
+            "live": data.ArrayLayout(live_layout, 2),
+            "meta_write": 1,
+            "meta": meta_layout,
+            "account_write": 1,
+            "account": account_layout,
+            "terms_write": 1,
+            "terms": terms_layout,
+            "params_write": 1,
+            "params": params_layout,
+            "bbo_write": 1,
+            "bbo": bbo_layout,
+            "ref_write": 2,
+            "ref_index": data.ArrayLayout(max(bank_bits, 1), 2),
+            "ref": data.ArrayLayout(ref_layout, 2),
+            "advance": 2,
+            "answer_valid": 1,
+            "answer": 64,
+        }
     )
-    locate_ok = (ev_locate >> lb) == 0
-    counts = {name: Signal(2, name=f"count_{name}") for name in COUNTERS}
-    orders = [Signal(order_layout, name=f"order_{s}") for s in ("bid", "ask")]
-    order_valid = [Signal(name=f"order_{s}_valid") for s in ("bid", "ask")]
-    new_live = [Signal(live_layout, name=f"new_live_{s}") for s in ("bid", "ask")]
-    live_write = [Signal(name=f"live_write_{s}") for s in ("bid", "ask")]
-    new_meta = Signal(meta_layout)
-    meta_write = Signal()
-    new_account = Signal(account_layout)
-    account_write = Signal()
-    ref_write = [Signal(name=f"ref_write{b}") for b in (0, 1)]
-    ref_data = [Signal(ref_layout, name=f"ref_data{b}") for b in (0, 1)]
-    ref_index = [Signal(max(bank_bits, 1), name=f"ref_index{b}") for b in (0, 1)]
-    param_write = Signal()
-    param_value = Signal(64)
-    new_scales = Signal(scales_layout)
-    scales_write = Signal()
-    advance = Signal(2)  # UserRefNums the event issues
-    answer_valid = Signal()
-    answer_word = Signal(64)
-    m.d.comb += [new_meta.eq(meta), new_scales.eq(scales)]
 
-    stamp = Mux(is_tob, ev_stamp, Mux(kind == EventKind.KILL, kill_cycle, ev_cycle))
+
+def _cancel_all(m, p, live, last, stamp) -> Signal:
+    """Cancel every live order of the plan's symbol; returns "there was one"."""
     for s in (0, 1):
         m.d.comb += [
-            orders[s].locate.eq(ev_locate),
-            orders[s].stamp.eq(stamp),
-            orders[s].user_ref.eq(live[s].ref),
-            orders[s].kind.eq(OrderKind.CANCEL),
-            new_live[s].eq(0),
+            p.orders[s].kind.eq(OrderKind.CANCEL),
+            p.orders[s].user_ref.eq(live[s].ref),
+            p.orders[s].stamp.eq(stamp),
         ]
+        with m.If(live[s].valid):
+            m.d.comb += [p.order_valid[s].eq(1), p.live_write[s].eq(1)]
+    anyone = live[0].valid | live[1].valid
+    with m.If(anyone):
+        m.d.comb += [
+            p.counts.cancel.eq(live[0].valid + live[1].valid),
+            p.meta_write.eq(1),
+            p.meta.sent_any.eq(1),
+            p.meta.last.eq(last),
+        ]
+    return anyone
 
-    def cancel_all():
+
+def evaluation_inputs(m, ev, is_tob, locate_ok, next_ref):
+    """The registered flags :func:`evaluation_plan` decides on, from the evaluation registers.
+
+    ``ev`` has ``locate``, ``stamp``, ``cycle``, ``kill``, ``state`` (a trading event's new
+    state), ``book``, ``live``, ``meta``, ``params`` and ``terms``; ``next_ref`` is the
+    UserRefNum counter (33 bits). Returns the ``ev`` and ``refs`` arguments of
+    :func:`evaluation_plan`. The flags are registers: valid one cycle after their inputs.
+    """
+
+    def early(expr, name, shape=None):
+        sig = Signal(shape if shape is not None else expr.shape(), name=f"early_{name}")
+        m.d.sync += sig.eq(expr)
+        return sig
+
+    state = Mux(is_tob, ev.meta.state, ev.state)
+    b, terms = ev.book, ev.terms
+    reasons = [
+        ev.kill,
+        ~ev.params.enabled,
+        (state != ord("T")) & (state != ord("Q")),
+        b.stale,
+        (b.bid_sz == 0) | (b.ask_sz == 0) | (b.bid_px == 0) | (b.ask_px == 0),
+        b.bid_px >= b.ask_px,
+    ]
+    elapsed = (ev.cycle - ev.meta.last)[:32]
+    qty = [terms.bid_qty, terms.ask_qty]
+    flags = SimpleNamespace(
+        locate=ev.locate,
+        locate_ok=early(locate_ok, "locate_ok"),
+        is_tob=is_tob,
+        stamp=ev.stamp,
+        cycle=ev.cycle,
+        state=ev.state,
+        book=ev.book,
+        live=ev.live,
+        meta=ev.meta,
+        pulls=early(first_pull(reasons), "pulls"),
+        throttled=early(ev.meta.sent_any & (elapsed < ev.params.refresh_cycles), "throttled"),
+        qty=qty,
+        qty_nonzero=[early(qty[s] != 0, f"qnz{s}") for s in (0, 1)],
+        qty_same=[early(qty[s] == ev.live[s].sent, f"qsame{s}") for s in (0, 1)],
+    )
+    refs = SimpleNamespace(
+        next=next_ref[:32],
+        next1=early((next_ref + 1)[:32], "next1"),
+        room1=early(next_ref <= 2**32 - 1, "room1", 1),
+        room2=early(next_ref <= 2**32 - 2, "room2", 1),
+    )
+    return flags, refs
+
+
+def evaluation_plan(m, ev, q, refs, layout, zero) -> Signal:
+    """The plan of a ``TOB`` or ``TRADING`` event, decided in the cycle ``q`` is valid.
+
+    ``ev`` holds the event's registers: ``locate``, ``locate_ok``, ``is_tob``, ``stamp``,
+    ``cycle``, ``state`` (the trading state to store), ``book`` (:data:`~.quoterstate.bbo_layout`),
+    ``live`` (bid, ask), ``meta``, and early registered flags: ``pulls`` (one-hot first pull
+    reason before ``loss``, in :data:`PULL_ORDER`), ``throttled``, ``qty`` (the two sizes),
+    ``qty_nonzero``, ``qty_same`` (size equals the live order's). ``q`` is the
+    :class:`~.pricing_quote.QuoteOutputs`; ``refs`` has ``next``, ``next1`` (``next + 1``),
+    ``room1`` and ``room2`` (one / two UserRefNums left). ``zero`` is an all-zero plan that is
+    not a constant (see :func:`event_plan`).
+    """
+    live, meta = ev.live, ev.meta
+    pulled_early = ev.pulls.any()
+    pull = pulled_early | q.loss
+
+    def decide(edge: bool) -> Signal:
+        p = Signal(layout, name=f"eval_plan_{int(edge)}")
+        m.d.comb += p.eq(zero)
+        m.d.comb += [p.locate.eq(ev.locate), p.meta.eq(meta), p.bbo.eq(ev.book)]
+        m.d.comb += p.bbo_write.eq(ev.is_tob & ev.locate_ok)
+        stamp = Mux(ev.is_tob, ev.stamp, ev.cycle)
         for s in (0, 1):
-            with m.If(live[s].valid):
-                m.d.comb += [order_valid[s].eq(1), live_write[s].eq(1)]
-        with m.If(live[0].valid | live[1].valid):
-            m.d.comb += [
-                counts["cancel"].eq(live[0].valid + live[1].valid),
-                meta_write.eq(1),
-                new_meta.sent_any.eq(1),
-                new_meta.last.eq(Mux(kind == EventKind.KILL, kill_cycle, ev_cycle)),
-            ]
-
-    evaluate = (kind == EventKind.TOB) | (kind == EventKind.TRADING)
-    with m.If(evaluate & ~locate_ok):
-        m.d.comb += counts["bad_locate"].eq(1)
-    with m.Elif(evaluate):
-        state = Mux(kind == EventKind.TRADING, ev_state, meta.state)
-        with m.If(kind == EventKind.TRADING):
-            m.d.comb += [meta_write.eq(1), new_meta.state.eq(ev_state)]
-        m.d.comb += counts["evaluations"].eq(1)
-        empty = (book.bid_sz == 0) | (book.ask_sz == 0) | (book.bid_px == 0) | (book.ask_px == 0)
-        reasons = [
-            ("kill", ev_kill),
-            ("disabled", ~params.enabled),
-            ("halted", (state != ord("T")) & (state != ord("Q"))),
-            ("stale", book.stale),
-            ("empty", empty),
-            ("crossed", book.bid_px >= book.ask_px),
-            ("loss", dp.loss),
-        ]
-        with m.If(Cat(cond for _, cond in reasons).any()):
-            for k, (name, cond) in enumerate(reasons):
-                earlier = Cat(c for _, c in reasons[:k]).any() if k else Const(0)
-                m.d.comb += counts[f"pull_{name}"].eq(cond & ~earlier)
-            cancel_all()
+            m.d.comb += p.orders[s].locate.eq(ev.locate)  # the side is set with the output slot
+        with m.If(~ev.locate_ok):
+            m.d.comb += p.counts.bad_locate.eq(1)
         with m.Else():
-            m.d.comb += [
-                counts["band_reject"].eq(dp.bid_band_reject + dp.ask_band_reject),
-                counts["edge_reject"].eq(dp.edge_reject),
-            ]
-            wanted = [(dp.bid_px, dp.bid_qty), (dp.ask_px, dp.ask_qty)]
-            enter = [~live[s].valid & (wanted[s][1] != 0) for s in (0, 1)]
-            cancel = [live[s].valid & (wanted[s][1] == 0) for s in (0, 1)]
-            change = [
-                live[s].valid
-                & (wanted[s][1] != 0)
-                & ((live[s].price != wanted[s][0]) | (live[s].sent != wanted[s][1]))
-                for s in (0, 1)
-            ]
-            acts = [enter[s] | cancel[s] | change[s] for s in (0, 1)]
-            needs = [enter[s] | change[s] for s in (0, 1)]
-            elapsed = (ev_cycle - meta.last)[:32]
-            throttled = meta.sent_any & (elapsed < params.refresh_cycles)
-            needed = needs[0] + needs[1]
-            exhausted = (next_ref + needed) > (1 << 32)
-            with m.If(~(acts[0] | acts[1])):
-                m.d.comb += counts["unchanged"].eq(1)
-            with m.Elif(throttled):
-                m.d.comb += counts["throttled"].eq(1)
-            with m.Elif(exhausted):
-                m.d.comb += counts["ref_exhausted"].eq(1)
+            m.d.comb += p.counts.evaluations.eq(1)
+            with m.If(~ev.is_tob):
+                m.d.comb += [p.meta_write.eq(1), p.meta.state.eq(ev.state)]
+            with m.If(pull):
+                for k, name in enumerate(PULL_ORDER[:-1]):
+                    m.d.comb += getattr(p.counts, f"pull_{name}").eq(ev.pulls[k])
+                m.d.comb += p.counts.pull_loss.eq(~pulled_early)
+                _cancel_all(m, p, live, ev.cycle, stamp)
             with m.Else():
+                _quote(m, p, ev, q, refs, edge, stamp)
+        return p
+
+    passes, fails = decide(False), decide(True)
+    chosen = Signal(layout, name="eval_plan")
+    m.d.comb += chosen.eq(Mux(q.edge, fails.as_value(), passes.as_value()))
+    return chosen
+
+
+def _quote(m, p, ev, q, refs, edge: bool, stamp) -> None:
+    live = ev.live
+    m.d.comb += [
+        p.counts.band_reject.eq(q.bid_reject + q.ask_reject),
+        p.counts.edge_reject.eq(int(edge)),
+    ]
+    price = [q.bid_px[:32], q.ask_px[:32]]
+    reject = [q.bid_reject, q.ask_reject]
+    same = [q.bid_same, q.ask_same]
+    ok = [Const(0) if edge else ~reject[s] & ev.qty_nonzero[s] for s in (0, 1)]
+    enter = [~live[s].valid & ok[s] for s in (0, 1)]
+    cancel = [live[s].valid & ~ok[s] for s in (0, 1)]
+    change = [live[s].valid & ok[s] & ~(same[s] & ev.qty_same[s]) for s in (0, 1)]
+    acts = [enter[s] | cancel[s] | change[s] for s in (0, 1)]
+    needs = [enter[s] | change[s] for s in (0, 1)]
+    exhausted = Mux(needs[0] & needs[1], ~refs.room2, (needs[0] | needs[1]) & ~refs.room1)
+    with m.If(~(acts[0] | acts[1])):
+        m.d.comb += p.counts.unchanged.eq(1)
+    with m.Elif(ev.throttled):
+        m.d.comb += p.counts.throttled.eq(1)
+    with m.Elif(exhausted):
+        m.d.comb += p.counts.ref_exhausted.eq(1)
+    with m.Else():
+        m.d.comb += [
+            p.counts.updates.eq(1),
+            p.counts.enter.eq(enter[0] + enter[1]),
+            p.counts.replace.eq(change[0] + change[1]),
+            p.counts.cancel.eq(cancel[0] + cancel[1]),
+            p.meta_write.eq(1),
+            p.meta.sent_any.eq(1),
+            p.meta.last.eq(ev.cycle),
+            p.advance.eq(needs[0] + needs[1]),
+        ]
+        ref = [refs.next, Mux(needs[0], refs.next1, refs.next)]
+        for s in (0, 1):
+            order = p.orders[s]
+            m.d.comb += [order.stamp.eq(stamp), order.user_ref.eq(live[s].ref)]
+            with m.If(acts[s]):
+                m.d.comb += [p.order_valid[s].eq(1), p.live_write[s].eq(1)]
+            with m.If(needs[s]):
                 m.d.comb += [
-                    counts["updates"].eq(1),
-                    counts["enter"].eq(enter[0] + enter[1]),
-                    counts["replace"].eq(change[0] + change[1]),
-                    counts["cancel"].eq(cancel[0] + cancel[1]),
-                    meta_write.eq(1),
-                    new_meta.sent_any.eq(1),
-                    new_meta.last.eq(ev_cycle),
+                    order.kind.eq(Mux(enter[s], OrderKind.ENTER, OrderKind.REPLACE)),
+                    order.user_ref.eq(ref[s]),
+                    order.orig_ref.eq(Mux(enter[s], 0, live[s].ref)),
+                    order.price.eq(price[s]),
+                    order.quantity.eq(ev.qty[s]),
+                    p.live[s].valid.eq(1),
+                    p.live[s].ref.eq(ref[s]),
+                    p.live[s].price.eq(price[s]),
+                    p.live[s].sent.eq(ev.qty[s]),
+                    p.live[s].open.eq(ev.qty[s]),
                 ]
-                m.d.comb += advance.eq(needed)
-                refs = [next_ref[:32], (next_ref + needs[0])[:32]]
-                for s in (0, 1):
-                    with m.If(acts[s]):
-                        m.d.comb += [order_valid[s].eq(1), live_write[s].eq(1)]
-                    with m.If(needs[s]):
-                        bank_of = refs[s][0]
+                bank = ref[s][0]
+                for b in (0, 1):
+                    with m.If(bank == b):
                         m.d.comb += [
-                            orders[s].kind.eq(Mux(enter[s], OrderKind.ENTER, OrderKind.REPLACE)),
-                            orders[s].user_ref.eq(refs[s]),
-                            orders[s].orig_ref.eq(Mux(enter[s], 0, live[s].ref)),
-                            orders[s].price.eq(wanted[s][0]),
-                            orders[s].quantity.eq(wanted[s][1]),
-                            new_live[s].valid.eq(1),
-                            new_live[s].ref.eq(refs[s]),
-                            new_live[s].price.eq(wanted[s][0]),
-                            new_live[s].sent.eq(wanted[s][1]),
-                            new_live[s].open.eq(wanted[s][1]),
+                            p.ref_write[b].eq(1),
+                            p.ref_index[b].eq(ref[s][1:]),
+                            p.ref[b].valid.eq(1),
+                            p.ref[b].ref.eq(ref[s]),
+                            p.ref[b].locate.eq(ev.locate),
+                            p.ref[b].side.eq(s),
                         ]
-                        for b in (0, 1):
-                            with m.If(bank_of == b):
-                                m.d.comb += [
-                                    ref_write[b].eq(1),
-                                    ref_index[b].eq(refs[s][1:]),
-                                    ref_data[b].valid.eq(1),
-                                    ref_data[b].ref.eq(refs[s]),
-                                    ref_data[b].locate.eq(ev_locate),
-                                    ref_data[b].side.eq(s),
-                                ]
+            with m.Else():
+                m.d.comb += order.kind.eq(OrderKind.CANCEL)
+
+
+def event_plan(m, ev, layout, zero) -> Signal:  # noqa: PLR0915 - one decision table per kind
+    """The plan of a ``KILL``, ``FILL`` or ``CTL`` event from its settled registers.
+
+    ``zero`` is an all-zero plan computed from a signal (not a constant): every bit of the plan
+    is then driven by a process that reads signals. (Icarus and Verilator never evaluate a
+    combinational process that reads no signal, so constant bits would stay unknown.)
+
+    ``ev`` holds: ``kind``, ``locate``, ``locate_ok``, ``kill_cycle``, ``live`` (bid, ask),
+    ``meta``, ``params``, ``account``; for a fill ``fill`` (the payload), ``entry`` (its
+    UserRefNum table entry), ``pos_sum`` / ``cash_sum`` (exact new position and cash); for a
+    control request ``ctl`` (the payload) and ``new_params`` (the parameters after a valid
+    write); ``terms`` (the terms of the new account or parameters).
+    """
+    p = Signal(layout, name="event_plan")
+    kind, live = ev.kind, ev.live
+    m.d.comb += p.eq(zero)
+    m.d.comb += [p.locate.eq(ev.locate), p.meta.eq(ev.meta)]
+    for s in (0, 1):
+        m.d.comb += p.orders[s].locate.eq(ev.locate)  # the side is set with the output slot
 
     with m.If(kind == EventKind.KILL):
-        with m.If(live[0].valid | live[1].valid):
-            m.d.comb += counts["pull_kill"].eq(1)
-        cancel_all()
+        with m.If(_cancel_all(m, p, live, ev.kill_cycle, ev.kill_cycle)):
+            m.d.comb += p.counts.pull_kill.eq(1)
 
     with m.If(kind == EventKind.FILL):
-        known = ev_entry.valid & (ev_entry.ref == ev_fill.user_ref)
+        fill, entry = ev.fill, ev.entry
+        known = entry.valid & (entry.ref == fill.user_ref)
         with m.If(~known):
-            m.d.comb += counts["unknown_fill"].eq(1)
+            m.d.comb += p.counts.unknown_fill.eq(1)
         with m.Else():
-            pos_v, cash_v = pos_sum.value, cash_sum.value
-            pos_sat = (pos_v < _I32[0]) | (pos_v > _I32[1])
-            cash_sat = (cash_v < _I64[0]) | (cash_v > _I64[1])
+            pos_v, cash_v = ev.pos_sum, ev.cash_sum
             m.d.comb += [
-                counts["fills"].eq(1),
-                counts["position_saturated"].eq(pos_sat),
-                counts["cash_saturated"].eq(cash_sat),
-                account_write.eq(1),
-                new_account.position.eq(
-                    Mux(pos_v < _I32[0], _I32[0], Mux(pos_v > _I32[1], _I32[1], pos_v))
-                ),
-                new_account.cash.eq(
-                    Mux(cash_v < _I64[0], _I64[0], Mux(cash_v > _I64[1], _I64[1], cash_v))
-                ),
+                p.counts.fills.eq(1),
+                p.counts.position_saturated.eq((pos_v < _I32[0]) | (pos_v > _I32[1])),
+                p.counts.cash_saturated.eq((cash_v < _I64[0]) | (cash_v > _I64[1])),
+                p.account_write.eq(1),
+                p.account.position.eq(ev.new_position),
+                p.account.cash.eq(ev.new_cash),
+                p.terms_write.eq(1),
+                p.terms.eq(ev.terms),
             ]
-            side = ev_entry.side
             mine = Signal(live_layout)
-            m.d.comb += mine.eq(Mux(side, live[1].as_value(), live[0].as_value()))
-            with m.If(~mine.valid | (mine.ref != ev_fill.user_ref)):
-                m.d.comb += counts["late_fill"].eq(1)
+            m.d.comb += mine.eq(Mux(entry.side, live[1].as_value(), live[0].as_value()))
+            with m.If(~mine.valid | (mine.ref != fill.user_ref)):
+                m.d.comb += p.counts.late_fill.eq(1)
             with m.Else():
                 remaining = Signal(signed(34))
-                m.d.comb += remaining.eq(mine.open - ev_fill.quantity)
-                m.d.comb += counts["overfill"].eq(remaining < 0)
+                m.d.comb += remaining.eq(mine.open - fill.quantity)
+                m.d.comb += p.counts.overfill.eq(remaining < 0)
                 for s in (0, 1):
-                    with m.If(side == s):
-                        m.d.comb += live_write[s].eq(1)
+                    with m.If(entry.side == s):
+                        m.d.comb += p.live_write[s].eq(1)
                         with m.If(remaining > 0):
-                            m.d.comb += [new_live[s].eq(mine), new_live[s].open.eq(remaining)]
+                            m.d.comb += [p.live[s].eq(mine), p.live[s].open.eq(remaining)]
 
     with m.If(kind == EventKind.CTL):
-        field = ev_ctl.field
-        value = ev_ctl.value
-        signed_value = value.as_signed()
-        checks = {
-            Field.TICK: (value == 1) | (value == 100),
-            Field.SKEW_NUM: (signed_value >= -(2**15)) & (signed_value < 2**15),
-            Field.SKEW_SHIFT: value < 32,
-            Field.BAND_BPS: (value >= 1) & (value < 2**16),
-            Field.ENABLED: value < 2,
-            Field.MAX_LOSS: Const(1),
-        }
-        ok = Signal()
-        with m.Switch(field):
-            for f in Field:
-                with m.Case(f):
-                    if f in (Field.POSITION, Field.CASH):
-                        m.d.comb += ok.eq(~ev_ctl.write)
-                    elif f in checks:
-                        m.d.comb += ok.eq(~ev_ctl.write | checks[f])
-                    else:
-                        width = PARAM_FIELDS[f.name.lower()][0]
-                        m.d.comb += ok.eq(~ev_ctl.write | (value >> width == 0))
-        ok_all = ok & locate_ok
+        ctl = ev.ctl
+        ok_all = ev.ctl_ok & ev.locate_ok
         with m.If(~ok_all):
-            m.d.comb += counts["bad_ctl"].eq(1)
-        with m.If(ev_ctl.write & ok_all):
+            m.d.comb += p.counts.bad_ctl.eq(1)
+        with m.If(ctl.write & ok_all):
             m.d.comb += [
-                param_write.eq(1),
-                param_value.eq(Mux(field == Field.TICK, value == 100, value)),
+                p.params_write.eq(1),
+                p.params.eq(ev.new_params),
+                p.terms_write.eq(1),
+                p.terms.eq(ev.terms),
             ]
-            for name, scale in SCALES.items():
-                with m.If(field == Field[scale.field.upper()]):
-                    m.d.comb += [
-                        scales_write.eq(1),
-                        getattr(new_scales, name).eq(ctl_scale.value),
-                    ]
-        with m.If(~ev_ctl.write):
+        with m.If(~ctl.write):
             answer = Signal(64)
-            with m.Switch(field):
+            with m.Switch(ctl.field):
                 for f in Field:
                     with m.Case(f):
                         if f == Field.POSITION:
-                            m.d.comb += answer.eq(account.position)
+                            m.d.comb += answer.eq(ev.account.position)
                         elif f == Field.CASH:
-                            m.d.comb += answer.eq(account.cash)
+                            m.d.comb += answer.eq(ev.account.cash)
                         elif f == Field.TICK:
-                            m.d.comb += answer.eq(Mux(params.tick100, 100, 1))
+                            m.d.comb += answer.eq(Mux(ev.params.tick100, 100, 1))
                         else:
-                            m.d.comb += answer.eq(getattr(params, f.name.lower()))
-            m.d.comb += [answer_valid.eq(1), answer_word.eq(Mux(ok_all, answer, 0))]
+                            m.d.comb += answer.eq(getattr(ev.params, f.name.lower()))
+            m.d.comb += [p.answer_valid.eq(1), p.answer.eq(Mux(ok_all, answer, 0))]
+    return p
 
-    # ------------------------------------------------------------ plan
-    # every decision above is registered; the commit reads only these registers
-    def planned(sig, name):
-        reg = Signal(sig.shape(), name=f"plan_{name}")
-        m.d.sync += reg.eq(sig)
-        return reg
 
-    def plan_pair(sigs, name):
-        return [planned(sig, f"{name}{k}") for k, sig in enumerate(sigs)]
+def control_write(m, ctl, params) -> tuple[Signal, Signal]:
+    """``(ok, new_params)`` of control request ``ctl`` against the current ``params``.
 
-    counts = {name: planned(sig, name) for name, sig in counts.items()}
-    orders, order_valid = plan_pair(orders, "order"), plan_pair(order_valid, "order_valid")
-    new_live, live_write = plan_pair(new_live, "live"), plan_pair(live_write, "live_write")
-    new_meta, meta_write = planned(new_meta, "meta"), planned(meta_write, "meta_write")
-    new_account = planned(new_account, "account")
-    account_write = planned(account_write, "account_write")
-    ref_write, ref_data = plan_pair(ref_write, "ref_write"), plan_pair(ref_data, "ref_data")
-    ref_index = plan_pair(ref_index, "ref_index")
-    param_write, param_value = planned(param_write, "param"), planned(param_value, "value")
-    new_scales, scales_write = planned(new_scales, "scales"), planned(scales_write, "scales_w")
-    advance = planned(advance, "advance")
-    answer_valid, answer_word = planned(answer_valid, "answer_v"), planned(answer_word, "answer")
-    bbo_write = planned(is_tob & locate_ok, "bbo_write")
-    write_field = planned(ev_ctl.field, "field")
-    return SimpleNamespace(
-        counts=counts,
-        orders=orders,
-        order_valid=order_valid,
-        new_live=new_live,
-        live_write=live_write,
-        new_meta=new_meta,
-        meta_write=meta_write,
-        new_account=new_account,
-        account_write=account_write,
-        ref_write=ref_write,
-        ref_data=ref_data,
-        ref_index=ref_index,
-        param_write=param_write,
-        param_value=param_value,
-        new_scales=new_scales,
-        scales_write=scales_write,
-        advance=advance,
-        answer_valid=answer_valid,
-        answer_word=answer_word,
-        bbo_write=bbo_write,
-        write_field=write_field,
-        locate_ok=locate_ok,
-    )
+    ``ok``: a read of any field, or a write of a value the model accepts
+    (``QuoteParams.validate``) to a writable field; ``new_params``: ``params`` with the field
+    written (for a valid write).
+    """
+    field, value = ctl.field, ctl.value
+    signed_value = value.as_signed()
+    checks = {
+        Field.TICK: (value == 1) | (value == 100),
+        Field.SKEW_NUM: (signed_value >= -(2**15)) & (signed_value < 2**15),
+        Field.SKEW_SHIFT: value < 32,
+        Field.BAND_BPS: (value >= 1) & (value < 2**16),
+        Field.ENABLED: value < 2,
+        Field.MAX_LOSS: Const(1),
+    }
+    ok = Signal(name="ctl_ok")
+    new = Signal(params_layout, name="ctl_params")
+    m.d.comb += new.eq(params)
+    with m.Switch(field):
+        for f in Field:
+            with m.Case(f):
+                if f in (Field.POSITION, Field.CASH):
+                    m.d.comb += ok.eq(~ctl.write)
+                    continue
+                if f in checks:
+                    m.d.comb += ok.eq(~ctl.write | checks[f])
+                else:
+                    width = PARAM_FIELDS[f.name.lower()][0]
+                    m.d.comb += ok.eq(~ctl.write | (value >> width == 0))
+                target = "tick100" if f == Field.TICK else f.name.lower()
+                stored = (value == 100) if f == Field.TICK else value
+                m.d.comb += getattr(new, target).eq(stored)
+    return ok, new
+
+
+def first_pull(reasons):
+    """One-hot: the first of ``reasons`` (conditions in :data:`PULL_ORDER` order) that holds."""
+    bits = []
+    for k, cond in enumerate(reasons):
+        earlier = Cat(*reasons[:k]).any() if k else Const(0)
+        bits.append(cond & ~earlier)
+    return Cat(*bits)

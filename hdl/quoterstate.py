@@ -1,17 +1,16 @@
-"""Layouts and per-symbol memories of the quoter (:mod:`.quoter`).
+"""Layouts of the quoter (:mod:`.quoter`): ports, per-symbol memories, counters.
 
 Per symbol (Stock Locate) the quoter keeps, each in its own block-RAM-shaped memory with one
-write port and one registered read port transparent to it:
+write port and one registered read port (:data:`STATE`, read through :mod:`.quoter_cache`):
 
-- every :class:`~tick2quote.sim.models.pricing.QuoteParams` field (one memory per field, so the
-  control port writes a field without a read-modify-write);
+- ``params``: every :class:`~tick2quote.sim.models.pricing.QuoteParams` field
+  (:data:`params_layout`);
 - ``account``: position (signed 32) and cash (signed 64);
-- ``bid`` / ``ask``: the live order of each side (:data:`live_layout`);
+- ``terms``: the book-independent quote terms of :mod:`.pricing_terms`, rewritten with the
+  account or a parameter;
+- ``live_bid`` / ``live_ask``: the live order of each side (:data:`live_layout`);
 - ``meta``: whether an order was ever sent, the cycle of the last one, the trading state;
-- ``bbo``: the last top of book seen and its mid (zeros for a symbol never seen: an empty
-  book);
-- ``scales``: ``spread_bps``, ``band_bps`` and ``min_edge_bps`` pre-multiplied by their
-  reciprocals (:data:`~.pricing.SCALES`), written with the parameter.
+- ``bbo``: the last top of book seen (zeros for a symbol never seen: an empty book).
 
 The UserRefNum table (``ref_window`` entries, :data:`ref_layout`) is two banks by the number's
 lowest bit, so the two numbers an update issues (consecutive) are written in one cycle.
@@ -23,7 +22,7 @@ from amaranth.hdl import signed
 from amaranth.lib import data, enum
 
 from ..sim.models.pricing import QuoteParams
-from .pricing import SCALES
+from .pricing_terms import terms_layout, terms_word
 
 __all__ = [
     "Field",
@@ -34,13 +33,15 @@ __all__ = [
     "live_layout",
     "meta_layout",
     "bbo_layout",
-    "scales_layout",
-    "scales_word",
     "account_layout",
+    "lookahead_layout",
+    "STATE",
+    "state_reset",
     "ref_layout",
     "COUNTERS",
     "counter_layout",
     "param_word",
+    "params_word",
 ]
 
 
@@ -94,13 +95,22 @@ ctl_layout = data.StructLayout({"write": 1, "locate": 16, "field": Field, "value
 trading_layout = data.StructLayout({"locate": 16, "state": 8})
 live_layout = data.StructLayout({"valid": 1, "ref": 32, "price": 32, "sent": 32, "open": 32})
 meta_layout = data.StructLayout({"sent_any": 1, "last": 32, "state": 8})
-bbo_layout = data.StructLayout(
-    {"bid_px": 32, "bid_sz": 32, "ask_px": 32, "ask_sz": 32, "stale": 1, "mid": 32}
-)
-#: The symbol's parameters pre-multiplied by reciprocals (:data:`~.pricing.SCALES`).
-scales_layout = data.StructLayout({name: scale.width for name, scale in SCALES.items()})
+bbo_layout = data.StructLayout({"bid_px": 32, "bid_sz": 32, "ask_px": 32, "ask_sz": 32, "stale": 1})
 account_layout = data.StructLayout({"position": signed(32), "cash": signed(64)})
 ref_layout = data.StructLayout({"valid": 1, "ref": 32, "locate": 16, "side": 1})
+#: Optional hint: the locate of a top of book that will come soon (see :class:`.quoter.Quoter`).
+lookahead_layout = data.StructLayout({"valid": 1, "locate": 16})
+
+#: The per-symbol memories, by name.
+STATE = {
+    "params": params_layout,
+    "account": account_layout,
+    "terms": terms_layout,
+    "live_bid": live_layout,
+    "live_ask": live_layout,
+    "meta": meta_layout,
+    "bbo": bbo_layout,
+}
 
 #: The model's counters, then ``bad_locate`` (an event for a locate >= ``symbols``, ignored)
 #: and ``bad_ctl`` (a refused control request).
@@ -143,10 +153,23 @@ def param_word(params: QuoteParams, name: str) -> int:
     return int(value) & ((1 << width) - 1)
 
 
-def scales_word(params: QuoteParams) -> int:
-    """The stored :data:`scales_layout` word of ``params``."""
+def params_word(params: QuoteParams) -> int:
+    """The stored :data:`params_layout` word of ``params``."""
     word = 0
-    for name, scale in SCALES.items():
-        field = scales_layout[name]
-        word |= scale.of(getattr(params, scale.field)) << field.offset
+    for name, fld in params_layout:
+        word |= param_word(params, "tick" if name == "tick100" else name) << fld.offset
     return word
+
+
+def state_reset(default: QuoteParams) -> dict:
+    """The word every symbol's memories hold after reset, by memory name."""
+    meta = meta_layout["state"].offset
+    return {
+        "params": params_word(default),
+        "account": 0,
+        "terms": terms_word(default),
+        "live_bid": 0,
+        "live_ask": 0,
+        "meta": ord("T") << meta,
+        "bbo": 0,
+    }

@@ -10,13 +10,15 @@ beat is presented in the cycle the update is taken, the others follow back to ba
 
 One record per frame, no batching: a frame takes 11 beats (plus one idle cycle), so this feed
 follows at most one update in 12 cycles. The input is never back-pressured, so the book never
-waits for it: an update arriving while a frame is in flight is dropped and counted
-(``counters.dropped``); it takes no frame sequence number, so ``frame_sequence`` shows network
-losses only, while the record's ``book_sequence`` also shows the updates dropped here.
+waits for it. With ``depth`` 0 an update arriving while a frame is in flight is dropped; with a
+queue of ``depth`` updates (one cycle more latency), only an update finding the queue full is.
+Either way the drop is counted (``counters.dropped``) and takes no frame sequence number, so
+``frame_sequence`` shows network losses only, while the record's ``book_sequence`` also shows
+the updates dropped here.
 """
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .book import top_of_book_layout
@@ -47,7 +49,10 @@ class TopOfBookFeed(wiring.Component):
     counters : Out(tobfeed_counters_layout)
     """
 
-    def __init__(self):
+    def __init__(self, depth: int = 0):
+        if not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"depth must be a non-negative integer, not {depth!r}")
+        self.depth = depth
         super().__init__(
             {
                 "i": In(stream.Signature(top_of_book_layout)),
@@ -69,15 +74,27 @@ class TopOfBookFeed(wiring.Component):
             "stamp": held.stamp,
         })  # fmt: skip
         sender = FrameSender([len(record)])
-        sender.build(m, self.o, self.config, start=self.i.valid, variant_in=0, payloads=[record])
         m.d.comb += self.i.ready.eq(1)
+        if self.depth:
+            m.submodules.queue = queue = fifo.SyncFIFO(
+                width=top_of_book_layout.size, depth=self.depth
+            )
+            m.d.comb += [queue.w_data.eq(self.i.payload), queue.w_en.eq(self.i.valid)]
+            start, update, lost = queue.r_rdy, queue.r_data, self.i.valid & ~queue.w_rdy
+        else:
+            start, update = self.i.valid, self.i.payload.as_value()
+        sender.build(m, self.o, self.config, start=start, variant_in=0, payloads=[record])
+        if self.depth:
+            m.d.comb += queue.r_en.eq(sender.accept)
+        else:
+            lost = self.i.valid & ~sender.accept
         with m.If(sender.accept):
             m.d.sync += [
-                held.eq(self.i.payload),
+                held.eq(update),
                 sequence_held.eq(frame_sequence),
                 frame_sequence.eq(frame_sequence + 1),
                 self.counters.sent.eq(self.counters.sent + 1),
             ]
-        with m.If(self.i.valid & ~sender.accept):
+        with m.If(lost):
             m.d.sync += self.counters.dropped.eq(self.counters.dropped + 1)
         return m

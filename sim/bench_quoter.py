@@ -8,8 +8,9 @@ the gateware must produce. :func:`check_invariants` is the independent "must nev
 check of quoting.md on the gateware's orders.
 
 Run ``python -m tick2quote.sim.bench_quoter`` (``--no-synth`` to skip synthesis) for: latency
-(tob taken -> first order valid on ``o``), the evaluation rate, and an out-of-context ECP5
-build (Yosys ``synth_ecp5``, nextpnr-ecp5 ``--85k --speed 8 --freq 156.25``): Fmax and
+(tob taken -> first order valid on ``o``) and the evaluation rate on an idle stream with and
+without the ``lookahead`` hint and at full load, and an out-of-context ECP5 build (Yosys
+``synth_ecp5``, nextpnr-ecp5 ``--85k --speed 8 --freq 156.25``): Fmax, the critical path and
 resources. The cycle figures are simulated.
 """
 
@@ -340,9 +341,11 @@ def check_invariants(orders: list[dict], contexts: list) -> None:
 # -------------------------------------------------------------------------------- figures
 
 
-def measure(events: int = 300, seed: int = 3) -> dict:
+def measure(events: int = 300, seed: int = 3, *, hint: bool = False, gap: int = 0) -> dict:
     """Latency (tob taken -> its first order valid on ``o``) and cycles between tob records
-    taken, with no idle input and no back-pressure, in amaranth.sim."""
+    taken, in amaranth.sim, with no back-pressure. ``hint``: announce each tob's locate on
+    ``lookahead`` two cycles before presenting it (as the book would); ``gap``: present a tob
+    only this many cycles after the previous one was taken (0: at full load)."""
     from amaranth.sim import Simulator
 
     from ..hdl.quoter import Quoter
@@ -355,18 +358,23 @@ def measure(events: int = 300, seed: int = 3) -> dict:
         while ctx.get(dut.clearing):
             await ctx.tick()
         ctx.set(dut.o.ready, 1)
-        cycle, sent, quiet = 0, 0, 0
-        while quiet < 3 * dut.latency:
+        cycle, sent, quiet, shown, last = 0, 0, 0, None, -gap
+        while quiet < 3 * dut.miss_latency:
             ctx.set(dut.cycle, cycle)
-            if sent < len(stim.tob):
-                ctx.set(dut.tob.valid, 1)
+            present, look = False, 0
+            if sent < len(stim.tob) and cycle >= last + gap:
+                if shown is None:
+                    shown = cycle
+                    look = 1 | stim.tob[sent]["locate"] << 1
+                present = not hint or cycle >= shown + 2
+            ctx.set(dut.lookahead.as_value(), look if hint else 0)
+            ctx.set(dut.tob.valid, present)
+            if present:
                 ctx.set(dut.tob.payload, stim.tob[sent])
-            else:
-                ctx.set(dut.tob.valid, 0)
             *_, ready, o_valid = await ctx.tick().sample(dut.tob.ready, dut.o.valid)
-            if sent < len(stim.tob) and ready:
+            if present and ready:
                 taken.append(cycle)
-                sent += 1
+                sent, shown, last = sent + 1, None, cycle
             if o_valid:
                 order_cycles.append(cycle)
             quiet = 0 if sent < len(stim.tob) or o_valid else quiet + 1
@@ -386,7 +394,7 @@ def measure(events: int = 300, seed: int = 3) -> dict:
     return {
         "latency": (min(latencies), max(latencies)),
         "cycles_per_tob": (min(spans), max(spans), sum(spans) / len(spans)),
-        "design_latency": dut.latency,
+        "design_latency": (dut.latency + 1, dut.miss_latency + 1),
     }
 
 
@@ -444,9 +452,17 @@ def main(argv=None) -> None:
     parser.add_argument("--symbols", type=int, default=1024)
     parser.add_argument("--arity", type=int, default=2)
     args = parser.parse_args(argv)
-    figures = measure()
-    print(f"latency tob taken -> first order valid: {figures['latency']} cycles (simulated)")
-    print(f"cycles per tob (min, max, mean) at full load: {figures['cycles_per_tob']}")
+    runs = (
+        ("idle stream, lookahead hint", {"hint": True, "gap": 20}),
+        ("idle stream, no hint", {"gap": 20}),
+        ("full load, no hint", {}),
+    )
+    for label, kwargs in runs:
+        figures = measure(**kwargs)
+        print(
+            f"{label}: latency tob taken -> first order valid (min, max) {figures['latency']}"
+            f" cycles; cycles per tob (min, max, mean) {figures['cycles_per_tob']} (simulated)"
+        )
     if not args.no_synth:
         result = synthesize(args.symbols, 4096, args.arity)
         print(f"ECP5-85 -8 out of context, symbols={args.symbols}, arity={args.arity}: {result}")

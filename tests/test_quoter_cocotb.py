@@ -1,7 +1,7 @@
 """Quoter on Icarus Verilog and Verilator through cocotb (tests/cocotb/tb_quoter.py).
 
 Random streams checked order by order and counter by counter against QuoterModel; each run
-crosses input idle patterns with output back-pressure.
+crosses input idle patterns with output back-pressure and a kind of lookahead hint.
 """
 
 import json
@@ -18,15 +18,15 @@ def quoter(symbols, ref_window):
 
 
 @pytest.mark.parametrize(
-    "simulator, events, source, sink",
+    "simulator, events, source, sink, hint",
     [
-        ("verilator", 1500, "random_25", "random_60"),
-        ("verilator", 800, "none", "none"),
-        ("icarus", 300, "bursty", "alternate"),
+        ("verilator", 1500, "random_25", "random_60", "book"),
+        ("verilator", 800, "none", "none", "none"),
+        ("icarus", 300, "bursty", "alternate", "noise"),
     ],
 )
-def test_quoter_streams_match_model(simulator, events, source, sink):
-    session = {"seed": events, "events": events, "source": source, "sink": sink}
+def test_quoter_streams_match_model(simulator, events, source, sink, hint):
+    session = {"seed": events, "events": events, "source": source, "sink": sink, "hint": hint}
     run_cocotb(
         quoter,
         toplevel="quoter",

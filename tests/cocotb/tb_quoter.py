@@ -2,14 +2,16 @@
 
 The same random streams as the amaranth.sim test (``sim.bench_quoter.scenario``): top of book,
 trading states, fills, control writes and reads, kill pulses; every input with its own idle
-pattern and ``o`` with back-pressure. One coroutine drives and samples every port each cycle and
-logs the events in the order the gateware took them; the model is then replayed over that log
-and every order, read answer and counter must equal the model's, the orders must pass the
-"must never happen" check, and nothing may be left unread.
+pattern, ``o`` with back-pressure, and lookahead hints ("none", "book": each tob's locate two
+cycles before the tob, or "noise": random locates). One coroutine drives and samples every port
+each cycle and logs the events in the order the gateware took them; the model is then replayed
+over that log and every order, read answer and counter must equal the model's, the orders must
+pass the "must never happen" check, and nothing may be left unread.
 """
 
 import json
 import os
+import random
 
 import cocotb
 from cocotb.clock import Clock
@@ -48,6 +50,7 @@ async def streams_match_model(dut):
     dut.o__ready.value = 0
     dut.ctl_data__ready.value = 1
     dut.kill.value = 0
+    dut.lookahead.value = 0
     dut.cycle.value = 0
     dut.rst.value = 1
     for _ in range(3):
@@ -67,23 +70,30 @@ async def streams_match_model(dut):
     sent = dict.fromkeys(STREAMS, 0)
     driving = dict.fromkeys(STREAMS, False)
     kills = list(stim.kill)
+    hint, rng = SESSION.get("hint", "none"), random.Random(seed)
     log, got, answers = [], [], []
-    cycle, quiet, o_ready = 0, 0, False
+    cycle, quiet, o_ready, announced = 0, 0, False, None
     while quiet < 80:
         dut.cycle.value = cycle
         while kills and kills[0][0] == cycle:
             dut.kill.value = kills.pop(0)[1]
+        look = (1, rng.randrange(2 * symbols)) if hint == "noise" and rng.random() < 0.5 else (0, 0)
         for name, (valid, _, payload) in ports.items():
             items = getattr(stim, name)
-            if (
-                not driving[name]
-                and sent[name] < len(items)
-                and items[sent[name]].get(AFTER, 0) <= sent["tob"]
-                and not next(idle[name])
-            ):
+            if driving[name] or sent[name] >= len(items):
+                continue
+            if items[sent[name]].get(AFTER, 0) > sent["tob"]:
+                continue
+            if name == "tob" and hint == "book":
+                if announced is None:
+                    announced, look = cycle, (1, items[sent[name]]["locate"])
+                if cycle < announced + 2:
+                    continue
+            if not next(idle[name]):
                 payload.value = words[name][sent[name]]
                 valid.value = 1
                 driving[name] = True
+        dut.lookahead.value = look[0] | look[1] << 1
         o_ready = not next(pressure)
         dut.o__ready.value = int(o_ready)
         # sample mid-cycle: exactly what the next rising edge sees, in either simulator
@@ -102,6 +112,8 @@ async def streams_match_model(dut):
                 sent[name] += 1
                 driving[name] = False
                 valid.value = 0
+                if name == "tob":
+                    announced = None
             busy |= driving[name] or sent[name] < len(words[name])
         if o_word is not None:
             got.append(unpack(order_layout, o_word))

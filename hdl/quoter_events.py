@@ -1,0 +1,94 @@
+"""The quoter's slower events: fills and control requests (and kill sweep steps), their plan.
+
+A fill changes a symbol's position and cash, a parameter write its parameters; either changes
+its book-independent terms (:mod:`.pricing_terms`). :func:`event_datapath` computes, from the
+evaluation registers of :mod:`.quoter` (held still while the event is evaluated, valid from cycle
+1), the exact new position and cash (``quantity * price`` as registered partial products), the
+new parameters of a valid write, then the new terms from either, and registers the event's plan
+(:func:`~.quoterplan.event_plan`). It returns the plan register and the commit cycles of a
+control request and of a fill.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from amaranth.hdl import Mux, Signal, signed
+
+from .pricing import Pipeline, Staged, product
+from .pricing_terms import terms_datapath
+from .quoterplan import EventKind, control_write, event_plan
+from .quoterstate import params_layout
+
+__all__ = ["event_datapath"]
+
+_I32 = (-(2**31), 2**31 - 1)
+_I64 = (-(2**63), 2**63 - 1)
+
+
+def _clamp(value, bounds):
+    low, high = bounds
+    return Mux(value < low, low, Mux(value > high, high, value))
+
+
+def event_datapath(m, kind, ev, *, locate_ok, kill_cycle, layout, zero, arity):
+    """The registered plan of a ``FILL``, ``CTL`` or ``KILL`` event (see the module docs).
+
+    ``ev`` has the evaluation registers ``locate``, ``params``, ``account``, ``live`` (bid,
+    ask), ``meta``, ``fill``, ``entry`` (the fill's UserRefNum table entry) and ``ctl``.
+    Returns ``(plan, ctl_latency, fill_latency)``: the plan is valid from those cycles on.
+    """
+    params, account, fill = ev.params, ev.account, ev.fill
+    # fills: position and cash, exact, then clamped
+    pipe = Pipeline(m, "fill")
+    sell = ev.entry.side
+    traded = product(pipe, Staged(fill.quantity, 0), Staged(fill.price, 0), arity=arity)
+    qty_signed = Mux(sell, -fill.quantity, fill.quantity)
+    pos_sum = pipe.reg(account.position + qty_signed, shape=signed(34), name="pos")
+    cash_sum = pipe.reg(
+        Mux(sell, account.cash + traded.value, account.cash - traded.value),
+        traded,
+        shape=signed(66),
+        name="cash",
+    )
+    new_pos = pipe.reg(_clamp(pos_sum.value, _I32), pos_sum, shape=signed(32), name="npos")
+    new_cash = pipe.reg(_clamp(cash_sum.value, _I64), cash_sum, shape=signed(64), name="ncash")
+    fill_depth = max(new_pos.depth, new_cash.depth)
+
+    # control requests: validity and the new parameters; then the terms of either
+    ctl_ok, ctl_params = control_write(m, ev.ctl, params)
+    is_fill = kind == EventKind.FILL
+    t_pos = Signal(signed(32), name="terms_pos")
+    t_cash = Signal(signed(64), name="terms_cash")
+    t_params = Signal(params_layout, name="terms_params")
+    m.d.sync += [
+        t_pos.eq(Mux(is_fill, new_pos.value, account.position)),
+        t_cash.eq(Mux(is_fill, new_cash.value, account.cash)),
+        t_params.eq(Mux(is_fill, params.as_value(), ctl_params.as_value())),
+    ]
+    new_terms, terms_depth = terms_datapath(m, t_params, t_pos, t_cash, arity=arity)
+    decided = SimpleNamespace(
+        kind=kind,
+        locate=ev.locate,
+        locate_ok=locate_ok,
+        kill_cycle=kill_cycle,
+        live=ev.live,
+        meta=ev.meta,
+        params=params,
+        account=account,
+        fill=fill,
+        entry=ev.entry,
+        pos_sum=pos_sum.value,
+        cash_sum=cash_sum.value,
+        new_position=new_pos.value,
+        new_cash=new_cash.value,
+        ctl=ev.ctl,
+        ctl_ok=ctl_ok,
+        new_params=ctl_params,
+        terms=new_terms,
+    )
+    plan = Signal(layout, name="slow_plan")
+    m.d.sync += plan.eq(event_plan(m, decided, layout, zero))
+    # inputs valid in cycle 1; the terms' inputs in 2 (control) or fill_depth + 2 (fill); the
+    # plan register one cycle after the terms
+    return plan, 2 + terms_depth + 1, fill_depth + 2 + terms_depth + 1
