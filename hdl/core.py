@@ -18,7 +18,9 @@ gap (or an event lost to a full buffer) marks every symbol stale until the host 
 ``recover_epoch``; a stale symbol is never quoted. The device starts with the kill switch set.
 
 Transmit priority: orders, then control responses, then top-of-book frames (a frame in flight is
-never interrupted, so an order can wait for the rest of one).
+never interrupted, so an order can wait for the rest of one). A top-of-book frame does not start
+until the quoter could have sent the order of the last update it took, so the order that update
+may cause does not wait behind it.
 
 Book updates reach the quoter through a 32-entry queue (bypassed when empty, so it adds no
 latency) and the top-of-book feed through a 16-update queue (an update finding it full is dropped
@@ -223,6 +225,15 @@ class Core(wiring.Component):
             quoter.lookahead.valid.eq(book.i.valid & book.i.ready),
             quoter.lookahead.locate.eq(book.i.payload.locate),
         ]
+        # orders first: no top-of-book frame starts while the quoter may be about to send one
+        # (the transmit port finishes a frame before it starts the next)
+        window = quoter.miss_latency + 2  # a top of book taken -> its first order, and one
+        quoting = Signal(range(window + 1))
+        with m.If(quoter.tob.valid & quoter.tob.ready):
+            m.d.sync += quoting.eq(window)
+        with m.Elif(quoting != 0):
+            m.d.sync += quoting.eq(quoting - 1)
+        m.d.comb += tobfeed.hold.eq((quoting != 0) | quoter.o.valid)
         since = Signal(range(5))  # cycles since the book last took an event, saturating at 4
         with m.If(book.i.valid & book.i.ready):
             m.d.sync += since.eq(0)

@@ -46,6 +46,8 @@ class TopOfBookFeed(wiring.Component):
         Always ready.
     o : Out(stream.Signature(beat_layout))
     config : In(udp_config_layout)
+    hold : In(1)
+        No frame starts while high (a port shared with more urgent frames holds it off).
     counters : Out(tobfeed_counters_layout)
     """
 
@@ -58,6 +60,7 @@ class TopOfBookFeed(wiring.Component):
                 "i": In(stream.Signature(top_of_book_layout)),
                 "o": Out(stream.Signature(beat_layout)),
                 "config": In(udp_config_layout),
+                "hold": In(1),
                 "counters": Out(tobfeed_counters_layout),
             }
         )
@@ -83,7 +86,8 @@ class TopOfBookFeed(wiring.Component):
             start, update, lost = queue.r_rdy, queue.r_data, self.i.valid & ~queue.w_rdy
         else:
             start, update = self.i.valid, self.i.payload.as_value()
-        sender.build(m, self.o, self.config, start=start, variant_in=0, payloads=[record])
+        sender.build(m, self.o, self.config, start=start, variant_in=0, payloads=[record],
+                     hold=self.hold)  # fmt: skip
         if self.depth:
             m.d.comb += queue.r_en.eq(sender.accept)
         else:
