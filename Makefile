@@ -28,8 +28,8 @@ tools:
 	  fi; \
 	fi
 
-demo: $(STAMP) tools
-	$(SIMENV) $(VENV)/bin/t2q demo
+demo: $(STAMP)
+	$(SIMENV) $(VENV)/bin/t2q run
 
 test: $(STAMP) tools
 	$(VENV)/bin/ruff check hdl host sim boards tests

@@ -11,6 +11,7 @@ import click
 from . import monitor_cli
 from .build_cli import build
 from .protocol.errors import DecodeError
+from .run_cli import run
 from .twin_cli import twin
 
 __all__ = ["main"]
@@ -175,6 +176,7 @@ def demo(seed, symbols, messages, out_dir):
 main.add_command(build)
 main.add_command(monitor_cli.monitor)
 main.add_command(twin)
+main.add_command(run)
 
 
 if __name__ == "__main__":
