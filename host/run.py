@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 #: Messages per second a run is paced at by default, per target kind (None: as fast as possible).
-DEFAULT_RATE = {"twin": 5000.0, "udp": 5000.0, "model": None}
+DEFAULT_RATE = {"twin": 5000.0, "udp": 5000.0, "pcie": 5000.0, "model": None}
 #: Idle cycles between frames into the twin's core: a burst of 8-message packets at this
 #: spacing is one the core sustains (queued back to back at 16, they overflow its feed buffer).
 DEFAULT_IFG = 64

@@ -9,6 +9,8 @@ in-process model); :func:`summary` is the JSON summary (``--summary-json``) and
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
 import time
 from collections import Counter
@@ -35,7 +37,7 @@ _RISK = ("pull_loss", "pull_halted", "pull_stale", "band_reject", "edge_reject",
 class Target:
     """An open device: the :class:`Device`, the host's ``(ip, port)`` its orders and top-of-book
     updates go to (None for the model), and for the twin the running ``twin`` and its ``tap``.
-    ``kind`` is ``twin``, ``udp`` or ``model``; ``name`` the target as given."""
+    ``kind`` is ``twin``, ``udp``, ``pcie`` or ``model``; ``name`` the target as given."""
 
     kind: str
     name: str
@@ -103,6 +105,27 @@ def _udp_target(spec: str, description: dict | None, token: int, ports: dict, ti
     )
 
 
+def _pcie_target(spec: str, description: dict | None, token: int, timeout: float):
+    """A card on the PCIe bus (``pcie://0000:01:00.0``), through sysfs and a huge page (see
+    :mod:`.pcie_transport` for what the machine needs); orders and top-of-book updates come
+    back over the card-to-host ring, so no gateway address is set."""
+    from .modeldevice import model_description
+    from .pcie_transport import PcieTransport, SysfsBackend
+
+    bdf = spec.removeprefix("pcie://")
+    if not re.fullmatch(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]", bdf):
+        raise ValueError(f"target must be pcie://DOMAIN:BUS:DEVICE.FUNCTION, not {spec!r}")
+    if not os.path.isdir(f"/sys/bus/pci/devices/{bdf}"):
+        raise ValueError(f"no PCI device {bdf} on this machine (see lspci)")
+    if description is None:
+        from ..sim.twin import twin_config
+
+        description = model_description(twin_config())
+    transport = PcieTransport(SysfsBackend(bdf), timeout=timeout)
+    recorder = Recorder(transport)
+    return Target("pcie", spec, Device(recorder, description, token=token), recorder)
+
+
 def open_target(
     spec: str = "twin",
     *,
@@ -117,8 +140,9 @@ def open_target(
     ``twin``: start the device twin (:class:`~tick2quote.sim.twin.Twin` with its default
     configuration and build cache, bound to loopback, with a tap), ``ifg`` idle cycles between
     frames into its core. ``model``: a :class:`~.modeldevice.ModelDevice` with the twin's
-    configuration. ``udp://HOST:PORT``: a device whose control port is ``PORT``, described by
-    ``description`` (default: the register map of a core built with the twin's configuration)
+    configuration. ``pcie://BDF``: a card on this machine's PCIe bus. ``udp://HOST:PORT``: a
+    device whose control port is ``PORT``, described by ``description`` (default: the register
+    map of a core built with the twin's configuration)
     and reached with ``token``; its feed, tick and order ports are read from its registers
     unless ``ports`` names them. ``timeout``: seconds a control request waits per attempt.
     """
@@ -131,8 +155,12 @@ def open_target(
         return Target("model", spec, Device(recorder, model.description), recorder)
     if spec.startswith("udp://"):
         return _udp_target(spec, description, token, ports or {}, timeout)
+    if spec.startswith("pcie://"):
+        return _pcie_target(spec, description, token, timeout)
     if spec != "twin":
-        raise ValueError(f"target must be 'twin', 'model' or udp://HOST:PORT, not {spec!r}")
+        raise ValueError(
+            f"target must be 'twin', 'model', udp://HOST:PORT or pcie://BDF, not {spec!r}"
+        )
     from ..sim.twin import TapListener, Twin
 
     tap = TapListener()
@@ -375,7 +403,8 @@ def _open(target: str, err, **kwargs):
 @click.command()
 @click.argument("feed", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--target", default="twin", show_default=True,
-              help="twin, model (the reference models in process) or udp://HOST:CONTROL_PORT.")
+              help="twin, model (the reference models in process), udp://HOST:CONTROL_PORT "
+              "or pcie://DOMAIN:BUS:DEVICE.FUNCTION.")
 @click.option("--json", "as_json", is_flag=True,
               help="Top-of-book updates and orders as JSON lines on stdout; summary on stderr.")
 @click.option("--rate", type=float, default=None,
@@ -430,9 +459,10 @@ def run(feed, target, as_json, rate, messages, plot_path, summary_path, params, 
     width = max(Console().width, 110)
     err = Console(stderr=True, width=width)
     out = err if as_json else Console(width=width)
-    kind = "udp" if target.startswith("udp://") else target
+    kind = target.split("://")[0] if "://" in target else target
     if kind not in DEFAULT_RATE:
-        raise click.BadParameter("twin, model or udp://HOST:PORT", param_hint="--target")
+        raise click.BadParameter("twin, model, udp://HOST:PORT or pcie://BDF",
+                                 param_hint="--target")
     rate = DEFAULT_RATE[kind] if rate is None else (rate or None)
     quoting = _params(params)
     loaded = _feed(feed, messages, seed, symbols, Path(summary_path).parent, err)

@@ -246,3 +246,11 @@ def test_a_twin_that_dies_mid_run_gives_a_clear_error(pcap):
 
         with pytest.raises((TwinError, RunError), match="signal 9|stopped answering"):
             Runner(target, feed, rate=20000, on_progress=kill_half_way).run()
+
+
+def test_a_pcie_target_without_the_card_is_named(pcap):
+    result = CliRunner().invoke(main, ["run", str(pcap), "--target=pcie://0000:7f:1f.7"])
+    assert result.exit_code == 1
+    assert "no PCI device 0000:7f:1f.7 on this machine" in result.output
+    result = CliRunner().invoke(main, ["run", str(pcap), "--target=pcie://card0"])
+    assert result.exit_code == 1 and "pcie://DOMAIN:BUS:DEVICE.FUNCTION" in result.output
