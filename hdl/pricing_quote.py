@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Const, Mux, Signal, Value, signed, unsigned
 
-from .pricing_terms import A_T, EDGE_SHIFT, QUOTE_SHIFT
+from .pricing_terms import A_T, EDGE_SHIFT, QUOTE_SHIFT, offsets
 
 __all__ = ["DEPTH", "QuoteOutputs", "quote_datapath"]
 
@@ -64,7 +64,9 @@ class QuoteOutputs:
 
     ``bid_px`` / ``ask_px`` are the step-5 prices (before rejection), ``bid_reject`` /
     ``ask_reject`` step 6, ``bid_same`` / ``ask_same`` whether the price equals the given live
-    price, ``edge`` step 7 (combinational, one subtraction), ``loss`` the loss test.
+    price, ``edge`` step 7 (combinational, one subtraction), ``loss`` the loss test. With the
+    ``gates`` of :func:`quote_datapath`: ``ok`` (per side: not rejected and gated),
+    ``keep`` (per side: same price and gated) and ``go`` (gated and no loss), for the decision.
     """
 
     bid_px: Value
@@ -75,6 +77,9 @@ class QuoteOutputs:
     ask_same: Value
     edge: Value
     loss: Value
+    ok: tuple
+    keep: tuple
+    go: Value
 
 
 class _Stages:
@@ -121,6 +126,11 @@ def _sum(parts, *extra) -> Value:
     return total
 
 
+def _equal(a, b) -> Value:
+    """``a == b`` as two ordered compares (carry chains, faster than a wide equality tree)."""
+    return ~(a < b) & ~(b < a)
+
+
 def _times100(q: Value) -> Value:
     return (q << 6) + (q << 5) + (q << 2)
 
@@ -145,16 +155,22 @@ def _minus625(bits: int, x: Value, q: Value) -> Value:
     return _residue(bits, (1, x), (-1, q), (-1, q << 4), (-1, q << 5), (-1, q << 6), (-1, q << 9))
 
 
-def quote_datapath(m, book, params, terms, position, live_prices) -> QuoteOutputs:
+def quote_datapath(m, book, params, terms, account, live_prices, gates=None) -> QuoteOutputs:
     """Steps 2-8 and the loss test for one book (see the module documentation).
 
     ``book`` has ``bid_px``, ``ask_px`` (32 bit) and ``mid`` (``(bid + ask) >> 1``);
-    ``params`` has ``tick100``, ``spread_bps``, ``band_bps``, ``min_edge_bps``; ``terms`` is a
-    :data:`~.pricing_terms.terms_layout` view, ``position`` signed 32, ``live_prices`` the two
-    live orders' prices (for ``bid_same`` / ``ask_same``). All of them must hold still from
-    cycle 1 to cycle :data:`DEPTH`. Meaningful only for ``0 < bid < ask`` (else the quoter
-    pulls and ignores the outputs).
+    ``params`` has ``tick100``, ``spread_bps``, ``band_bps``, ``min_edge_bps``, ``max_loss``;
+    ``terms`` is a :data:`~.pricing_terms.terms_layout` view, ``account`` has ``position``
+    (signed 32) and ``cash`` (signed 64), ``live_prices`` the two
+    live orders' prices (for ``bid_same`` / ``ask_same``), ``gates`` (optional) three
+    single bits and two pairs folded into the last stage's registers for the decision:
+    ``(go, (ok_bid, ok_ask), (keep_bid, keep_ask))``. All of them must hold still from cycle 1
+    to cycle :data:`DEPTH`. Meaningful only for ``0 < bid < ask`` (else the quoter pulls and
+    ignores the outputs).
     """
+    if gates is None:
+        gates = (Const(1), (Const(1), Const(1)), (Const(1), Const(1)))
+    go_gate, ok_gate, keep_gate = gates
     s = _Stages(m)
     tick100 = params.tick100
     tick = Mux(tick100, 100, 1)
@@ -166,7 +182,7 @@ def quote_datapath(m, book, params, terms, position, live_prices) -> QuoteOutput
     t_pp = _times(s, mid, Const(A_T, 27), 18, "tq")
     bd_pp = _times(s, mid, terms.a_bd, 18, "bd")
     e_pp = _times(s, mid, terms.a_e, 18, "e")
-    pnl_pp = _times(s, position.as_signed(), mid, 17, "pnl")
+    pnl_pp = _times(s, account.position.as_signed(), mid, 17, "pnl")
     sp0 = s.reg(mid[:18] * params.spread_bps, name="t0")
     sp1 = s.reg(mid[18:] * params.spread_bps, name="t1")
     bd_low = s.reg((mid[:18] * params.band_bps)[:15], name="ubd")
@@ -181,9 +197,10 @@ def quote_datapath(m, book, params, terms, position, live_prices) -> QuoteOutput
     live_bt = s.reg(live_prices[0] - tick, _PX, "lbt")
     live_a = s.reg(live_prices[1], _PX, "la")
     live_at = s.reg(live_prices[1] - tick, _PX, "lat")
-    headroom1 = s.reg(terms.headroom, name="hr1")
-    offset = {name: s.reg(getattr(terms, name), name=name) for name in ("off_bh", "off_bt")}
-    offset |= {name: s.reg(getattr(terms, name), name=name) for name in ("off_ah", "off_at")}
+    # the loss test's cash + max_loss, and the four quotient offsets (low part and a multiple
+    # of 2**33: one small adder each)
+    headroom1 = s.reg(account.cash.as_signed() + params.max_loss, signed(66), "hr1")
+    offset = {name: s.reg(v, signed(67), name) for name, v in offsets(terms).items()}
     # every stage reads only the previous one's registers (one new book per cycle would work)
     tick100_2 = s.reg(tick100, name="tk2")
     # ------------------------------------------------------------------ stage 2
@@ -204,24 +221,33 @@ def quote_datapath(m, book, params, terms, position, live_prices) -> QuoteOutput
     pnl_a = s.reg(pnl_concat + (pnl_x << pnl_shift), signed(67), "pnla")
     pnl_b = s.reg((pnl_y << pnl_shift) + headroom1, signed(67), "pnlb")
     r2 = s.reg(r1, name="r2")
-    mid2 = s.reg(mid1, name="mid2")
+    r2m1 = s.reg(r1 - 1, _PX, "r2m1")
+    # the mid with the small constants of the band limits folded in, so that every stage-3
+    # sum has two operands (one carry chain): mid -+ c -+ j * tick, c, j in (0, 1)
+    tick2 = Mux(tick100_2, 100, 1)
+    mid_lo = [[s.reg(mid1 - c - j * tick2, _PX, f"mlo{c}{j}") for j in (0, 1)] for c in (0, 1)]
+    mid_hi = [[s.reg(mid1 + c - j * tick2, _PX, f"mhi{c}{j}") for j in (0, 1)] for c in (0, 1)]
+    # and for the caps' own band test: bound -+ (mid + c)
+    bound_lo = {
+        n: [s.reg(b - mid1 + c, _PX, f"{n}lo{c}") for c in (0, 1)]
+        for n, b in (("cap", cap_b), ("flr", floor_a))
+    }
+    bound_hi = {
+        n: [s.reg(mid1 + c - b, _PX, f"{n}hi{c}") for c in (0, 1)]
+        for n, b in (("cap", cap_b), ("flr", floor_a))
+    }
     tick100_3 = s.reg(tick100_2, name="tk3")
     # ------------------------------------------------------------------ stage 3
     tick100, tick = tick100_3, Mux(tick100_3, 100, 1)
     base_b = s.reg(
-        Mux(
-            tick100,
-            Mux(big, _times100(q_bh), _times100(q_bt)),
-            r2 - h0 - 1,
-        ),
-        _PX,
-        "baseb",
+        Mux(tick100, Mux(big, _times100(q_bh), _times100(q_bt)), r2m1 - h0), _PX, "baseb"
     )
     base_a = s.reg(Mux(tick100, Mux(big, _times100(q_ah), _times100(q_at)), r2 + h0), _PX, "basea")
     res_bh = _residue(8, (1, r2), (-1, h0), (-1, _times100(q_bh)))
     res_bt = _residue(8, (1, r2), (-1, 100), (-1, _times100(q_bt)))
     res_ah = _residue(8, (1, r2), (1, h0), (1, 99), (-1, _times100(q_ah)))
     res_at = _residue(8, (1, r2), (1, 199), (-1, _times100(q_at)))
+    # the correction residues, registered (compared in stage 4, beside the wide compares)
     res_b = s.reg(Mux(big, res_bh, res_bt), name="resb")
     res_a = s.reg(Mux(big, res_ah, res_at), name="resa")
     y_h = s.reg(_minus625(11, t_low, h0), name="yh")
@@ -232,31 +258,52 @@ def quote_datapath(m, book, params, terms, position, live_prices) -> QuoteOutput
     big3 = s.reg(big, name="big3")
     edge3 = s.reg(edge0, name="edge3")
     # band limits for band = band0 and band0 + 1, also less one tick (for base + tick)
-    lows = [s.reg(mid2 - band0 - c, _PX, f"lo{c}") for c in (0, 1)]
-    highs = [s.reg(mid2 + band0 + c, _PX, f"hi{c}") for c in (0, 1)]
-    lows_t = [s.reg(mid2 - band0 - c - tick, _PX, f"lot{c}") for c in (0, 1)]
-    highs_t = [s.reg(mid2 + band0 + c - tick, _PX, f"hit{c}") for c in (0, 1)]
+    lows = [s.reg(mid_lo[c][0] - band0, _PX, f"lo{c}") for c in (0, 1)]
+    highs = [s.reg(mid_hi[c][0] + band0, _PX, f"hi{c}") for c in (0, 1)]
+    lows_t = [s.reg(mid_lo[c][1] - band0, _PX, f"lot{c}") for c in (0, 1)]
+    highs_t = [s.reg(mid_hi[c][1] + band0, _PX, f"hit{c}") for c in (0, 1)]
     loss = s.reg((pnl_a + pnl_b) < 0, name="loss")
     tick100_4 = s.reg(tick100_3, name="tk4")
-    # the caps and the live prices, from stage 1 to stage 4
-    cap_b, cap_bt, floor_a, floor_at, live_b, live_bt, live_a, live_at = (
-        s.reg(s.reg(v, _PX, f"{n}2"), _PX, f"{n}3")
-        for n, v in zip(
-            ("capb", "capbt", "flra", "flrat", "lb", "lbt", "la", "lat"),
-            (cap_b, cap_bt, floor_a, floor_at, live_b, live_bt, live_a, live_at),
+    # the caps and the live prices, from stage 1 to stage 4; the caps' own rejects (step 6)
+    # and live-price equality, registered in stage 3
+    cap_b2, floor_a2, live_b2, live_a2 = (
+        s.reg(v, _PX, f"{n}2")
+        for n, v in zip(("capb", "flra", "lb", "la"), (cap_b, floor_a, live_b, live_a))
+    )
+
+    def bound_reject(bound, n, c):
+        outside = (
+            (bound <= 0)
+            | (bound >= 2**32)
+            | (bound_lo[n][c] + band0 < 0)  # bound < mid - band - c
+            | (bound_hi[n][c] + band0 < 0)  # bound > mid + band + c
         )
+        return s.reg(outside, name=f"{n}rej{c}")
+
+    cap_rej = [bound_reject(cap_b2, "cap", c) for c in (0, 1)]
+    floor_rej = [bound_reject(floor_a2, "flr", c) for c in (0, 1)]
+    cap_same = s.reg(_equal(cap_b2, live_b2), name="capsame")
+    floor_same = s.reg(_equal(floor_a2, live_a2), name="flrsame")
+    cap_b, floor_a, live_b, live_a = (
+        s.reg(v, _PX, f"{n}3")
+        for n, v in zip(("capb", "flra", "lb", "la"), (cap_b2, floor_a2, live_b2, live_a2))
+    )
+    cap_bt, floor_at, live_bt, live_at = (
+        s.reg(s.reg(v, _PX, f"{n}2"), _PX, f"{n}3")
+        for n, v in zip(("capbt", "flrat", "lbt", "lat"), (cap_bt, floor_at, live_bt, live_at))
     )
     # ------------------------------------------------------------------ stage 4
     tick100, tick = tick100_4, Mux(tick100_4, 100, 1)
-    c_h = y_h >= 625
-    c_bd = y_bd >= 625
+    # the correction bits (small compares, beside the wide ones below)
+    c_h = y_h >= 625  # the half spread is H0 + 1
+    c_bd = y_bd >= 625  # the band is band0 + 1
     plus = big3 & c_h  # the half spread is H0 + 1 and applies
     sel_b = Mux(tick100, (res_b > 100) | ((res_b == 100) & ~plus), ~c_h & ~h0_zero)
     sel_a = Mux(tick100, (res_a >= 100) | ((res_a == 99) & plus), c_h | h0_zero)
     edge_k = ((y_e != 0) | e_rem) + ((y_e > 625) | ((y_e == 625) & e_rem))
-    edge_bound = s.reg(edge3 + edge_k, unsigned(37), "ebound")
+    edge_bound = s.reg(edge3 + edge_k, unsigned(37), "ebound")  # ceil(M * min_edge / 5000)
 
-    def side(base, sel, bound, bound_t, beyond, live, live_t, name):
+    def side(base, sel, bound, bound_t, beyond, live, live_t, bound_rej, bound_same, name):
         """Candidate ``base`` or ``base + tick``, then capped by ``bound`` (``beyond`` tells
         whether a price passes the cap); rejects and live-price equality of the result."""
         plus_tick = base + tick
@@ -269,34 +316,44 @@ def quote_datapath(m, book, params, terms, position, live_prices) -> QuoteOutput
             hi = (highs, highs_t)[j][kk]
             return (base <= zero_t[j]) | (base >= top_t[j]) | (base < lo) | (base > hi)
 
-        def cap_reject(kk):
-            return (bound <= 0) | (bound >= 2**32) | (bound < lows[kk]) | (bound > highs[kk])
-
         reject = {(j, kk): cand_reject(j, kk) for j in (0, 1) for kk in (0, 1)}
-        same = [base == live, base == live_t]
-        cap_same = bound == live
+        same = [_equal(base, live), _equal(base, live_t)]
         hit = Mux(sel, capped[1], capped[0])
         price = Mux(hit, bound, Mux(sel, plus_tick, base))
+        # every flag is one compare; the selects (sel, c_bd) are early, hit is a compare
         rej_c = Mux(
             sel,
             Mux(c_bd, reject[1, 1], reject[1, 0]),
             Mux(c_bd, reject[0, 1], reject[0, 0]),
         )
-        rej = Mux(hit, Mux(c_bd, cap_reject(1), cap_reject(0)), rej_c)
-        eq = Mux(hit, cap_same, Mux(sel, same[1], same[0]))
+        rej = (hit & Mux(c_bd, bound_rej[1], bound_rej[0])) | (~hit & rej_c)
+        eq = (hit & bound_same) | (~hit & Mux(sel, same[1], same[0]))
+        k = 0 if name == "bid" else 1
         return (
             s.reg(price, _PX, f"{name}px"),
             s.reg(rej, name=f"{name}rej"),
             s.reg(eq, name=f"{name}same"),
+            s.reg(~rej & ok_gate[k], name=f"{name}ok"),
+            s.reg(eq & keep_gate[k], name=f"{name}keep"),
         )
 
-    bid_px, bid_rej, bid_same = side(
-        base_b, sel_b, cap_b, cap_bt, lambda v, b: v > b, live_b, live_bt, "bid"
+    bid_px, bid_rej, bid_same, bid_ok, bid_keep = side(
+        base_b, sel_b, cap_b, cap_bt, lambda v, b: v > b, live_b, live_bt, cap_rej, cap_same, "bid"
     )
-    ask_px, ask_rej, ask_same = side(
-        base_a, sel_a, floor_a, floor_at, lambda v, b: v < b, live_a, live_at, "ask"
+    ask_px, ask_rej, ask_same, ask_ok, ask_keep = side(
+        base_a,
+        sel_a,
+        floor_a,
+        floor_at,
+        lambda v, b: v < b,
+        live_a,
+        live_at,
+        floor_rej,
+        floor_same,
+        "ask",
     )
     loss4 = s.reg(loss, name="loss4")
+    go = s.reg(go_gate & ~loss, name="go")
     # ------------------------------------------------------------------ decision cycle
     edge = (ask_px - bid_px - edge_bound) < 0
     return QuoteOutputs(
@@ -308,4 +365,7 @@ def quote_datapath(m, book, params, terms, position, live_prices) -> QuoteOutput
         ask_same=ask_same,
         edge=edge,
         loss=loss4,
+        ok=(bid_ok, ask_ok),
+        keep=(bid_keep, ask_keep),
+        go=go,
     )

@@ -1,11 +1,11 @@
 """Per-symbol quote terms that do not depend on the book, kept in memory next to the parameters.
 
 The quote arithmetic (:mod:`.pricing_quote`) multiplies the book's mid by per-symbol
-coefficients and adds per-symbol offsets; everything that depends only on a symbol's
-parameters and account (position, cash) is computed here, once, when a fill or a parameter write
-changes it, and stored (:data:`terms_layout`). :func:`terms_of` is the definition in Python
-integers (also the reset value, with the default parameters and an empty account);
-:func:`terms_datapath` computes the same words in gateware.
+coefficients and adds per-symbol offsets; what depends only on a symbol's parameters and
+position is computed here, once, when a fill or a parameter write changes it, and stored
+(:data:`terms_layout`). :func:`terms_of` is the definition in Python integers (also the reset
+value, with the default parameters and position 0); :func:`terms_datapath` computes the same
+words in gateware.
 
 The terms (``M`` is the mid, ``s`` the skew, ``qs, rs = divmod(s, 100)``, ``F = 2**33 // 100``):
 
@@ -21,20 +21,20 @@ The terms (``M`` is the mid, ``s`` the skew, ``qs, rs = divmod(s, 100)``, ``F = 
 ``a_bh``, ``a_ah``
     ``floor((20000 -+ spread_bps) * 2**33 / 2_000_000)``: the bid's and the ask's quotient by
     100 of ``M -+ M * spread / 20000``.
-``off_bh``, ``off_bt``, ``off_ah``, ``off_at``
+``low_b``, ``low_ah``, ``low_at``, ``qs``, ``rs99``
     the offsets of the four quotient approximations of :mod:`.pricing_quote` (bid / ask, half
-    spread above / below one tick): ``rs * (F + 1) + qs * 2**33``, the same plus ``2**33``,
+    spread above / below one tick) are ``rs * (F + 1) + qs * 2**33``, the same plus ``2**33``,
     ``(98 - rs) * F - qs * 2**33`` (``-(F + 1) - qs * 2**33`` for ``rs == 99``) and
-    ``(99 - rs) * F - (qs - 1) * 2**33``.
+    ``(99 - rs) * F - (qs - 1) * 2**33``: each a part in ``[0, 2**33)`` beside a multiple of
+    ``2**33``. The three low parts are stored with ``qs`` and ``rs == 99``; :func:`offsets`
+    joins them (one small adder each).
 ``bid_qty``, ``ask_qty``
     step 8 of quoting.md: the sizes each side would quote.
-``headroom``
-    ``cash + max_loss`` (the loss test is ``headroom + position * M < 0``).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Mux, Signal, Value, signed
 from amaranth.lib import data
 
 from ..sim.models.pricing import QuoteParams
@@ -49,6 +49,7 @@ __all__ = [
     "terms_layout",
     "terms_of",
     "terms_word",
+    "offsets",
     "terms_datapath",
 ]
 
@@ -70,10 +71,11 @@ _BH_BIAS = 3 * 15625
 terms_layout = data.StructLayout(
     {
         "skew": signed(40),
-        "off_bh": signed(67),
-        "off_bt": signed(67),
-        "off_ah": signed(67),
-        "off_at": signed(67),
+        "low_b": QUOTE_SHIFT,
+        "low_ah": QUOTE_SHIFT,
+        "low_at": QUOTE_SHIFT,
+        "qs": signed(34),
+        "rs99": 1,
         "a_h": 35,
         "a_bd": 35,
         "a_e": 36,
@@ -81,7 +83,6 @@ terms_layout = data.StructLayout(
         "a_ah": 29,
         "bid_qty": 32,
         "ask_qty": 32,
-        "headroom": signed(66),
     }
 )
 
@@ -98,17 +99,32 @@ def _coefficients(spread: int, band: int, edge: int) -> dict:
 
 def _offsets(skew: int) -> dict:
     qs, rs = divmod(skew, 100)
-    ask_half = (98 - rs) * F_LO if rs <= 98 else -_F_HI
     return {
-        "off_bh": rs * _F_HI + qs * _ONE,
-        "off_bt": rs * _F_HI + (qs + 1) * _ONE,
-        "off_ah": ask_half - qs * _ONE,
-        "off_at": (99 - rs) * F_LO - (qs - 1) * _ONE,
+        "low_b": rs * _F_HI,
+        "low_ah": (98 - rs) * F_LO if rs <= 98 else _ONE - _F_HI,
+        "low_at": (99 - rs) * F_LO,
+        "qs": qs,
+        "rs99": int(rs == 99),
     }
 
 
-def terms_of(params: QuoteParams, position: int, cash: int) -> dict:
-    """The terms of a symbol with ``params``, ``position`` and ``cash`` (Python integers)."""
+def offsets(terms) -> dict:
+    """The four offsets (67-bit signed values) from the stored terms (a view or a dict)."""
+    get = terms.__getitem__ if isinstance(terms, dict) else lambda name: getattr(terms, name)
+    qs, rs99 = get("qs"), get("rs99")
+    if isinstance(qs, int):
+        ask = -qs - 1 if rs99 else -qs
+        highs = {"bh": qs, "bt": qs + 1, "ah": ask, "at": 1 - qs}
+        lows = {"bh": get("low_b"), "bt": get("low_b"), "ah": get("low_ah"), "at": get("low_at")}
+        return {f"off_{k}": lows[k] + highs[k] * _ONE for k in highs}
+    q = qs.as_signed()
+    highs = {"bh": q, "bt": q + 1, "ah": Mux(rs99, -q - 1, -q), "at": 1 - q}
+    lows = {"bh": get("low_b"), "bt": get("low_b"), "ah": get("low_ah"), "at": get("low_at")}
+    return {f"off_{k}": Cat(lows[k], highs[k][:34]).as_signed() for k in highs}
+
+
+def terms_of(params: QuoteParams, position: int) -> dict:
+    """The terms of a symbol with ``params`` and ``position`` (Python integers)."""
     skew = (position * params.skew_num) >> params.skew_shift
     skew = max(-S_MAX, min(S_MAX, skew))
     cap = min(params.quote_size, params.max_order_qty)
@@ -119,24 +135,23 @@ def terms_of(params: QuoteParams, position: int, cash: int) -> dict:
         **_coefficients(params.spread_bps, params.band_bps, params.min_edge_bps),
         "bid_qty": min(cap, inventory - position) if position < inventory else 0,
         "ask_qty": min(cap, inventory + position) if position > -inventory else 0,
-        "headroom": cash + params.max_loss,
     }
 
 
-def terms_word(params: QuoteParams, position: int = 0, cash: int = 0) -> int:
+def terms_word(params: QuoteParams, position: int = 0) -> int:
     """The stored :data:`terms_layout` word of :func:`terms_of`."""
     word = 0
-    for name, value in terms_of(params, position, cash).items():
+    for name, value in terms_of(params, position).items():
         fld = terms_layout[name]
         word |= (value & ((1 << fld.width) - 1)) << fld.offset
     return word
 
 
-def terms_datapath(m, params, position, cash, *, arity: int = 2) -> tuple[dict, int]:
+def terms_datapath(m, params, position, *, arity: int = 2) -> tuple[dict, int]:
     """:func:`terms_of` in gateware, from inputs held from cycle 1 (depth 0).
 
     ``params`` is a view with the fields of :data:`~.quoterstate.params_layout`, ``position``
-    signed 32 bit, ``cash`` signed 64 bit. Returns ``(terms, depth)``: a
+    signed 32 bit. Returns ``(terms, depth)``: a
     :data:`terms_layout` signal whose fields are registers, valid ``depth`` cycles after the
     inputs while the inputs stay.
     """
@@ -161,18 +176,19 @@ def terms_datapath(m, params, position, cash, *, arity: int = 2) -> tuple[dict, 
     rs = pipe.reg(biased.value - hundred, biased, quot, shape=7, name="rs")
     qs = pipe.reg(quot.value - _BIAS // 100, quot, shape=signed(34), name="qs")
     rs_f = product(pipe, rs, Staged(Const(F_LO), 0), arity=arity, name="rsf")
-    high = pipe.reg(qs.value.as_signed() << QUOTE_SHIFT, qs, shape=signed(67), name="qhigh")
-    # the inputs are held, so every register settles: a stage may read any earlier one
-    stage = Staged(Const(0), max(rs_f.depth, high.depth))
-    low_b = rs_f.value + rs.value
-    ask_half = Mux(rs.value == 99, -_F_HI, 98 * F_LO - rs_f.value)
-    offsets = {
-        "off_bh": pipe.reg(low_b + high.value, stage, shape=signed(67), name="obh"),
-        "off_bt": pipe.reg(low_b + high.value + _ONE, stage, shape=signed(67), name="obt"),
-        "off_ah": pipe.reg(ask_half - high.value, stage, shape=signed(67), name="oah"),
-        "off_at": pipe.reg(
-            99 * F_LO - rs_f.value - high.value + _ONE, stage, shape=signed(67), name="oat"
-        ),
+    # every offset is a low part in [0, 2**33) next to a multiple of 2**33: no wide adder
+    low_b = pipe.reg(rs_f.value + rs.value, rs_f, rs, shape=QUOTE_SHIFT, name="lowb")
+    low_at = pipe.reg(99 * F_LO - rs_f.value, rs_f, shape=QUOTE_SHIFT, name="lowat")
+    last = rs.value == 99  # the ask's half is then below 0: -(F + 1) = 2**33 - (F + 1) - 2**33
+    low_ah = pipe.reg(
+        Mux(last, _ONE - _F_HI, 98 * F_LO - rs_f.value), rs_f, shape=QUOTE_SHIFT, name="lowah"
+    )
+    offsets_ = {
+        "low_b": low_b,
+        "low_ah": low_ah,
+        "low_at": low_at,
+        "qs": qs,
+        "rs99": pipe.reg(last, rs, name="rs99"),
     }
 
     # coefficients of the mid, from the parameters alone
@@ -189,7 +205,7 @@ def terms_datapath(m, params, position, cash, *, arity: int = 2) -> tuple[dict, 
     bh = coefficient(20000 + _BH_BIAS - p.spread_bps, 20000 + _BH_BIAS, 1 << 26, 15625, "abh")
     coeffs["a_bh"] = pipe.reg(bh.value - (3 << 26), bh, shape=signed(29), name="abhs")
 
-    # step 8 sizes and the loss headroom
+    # step 8 sizes
     cap = pipe.reg(
         Mux(p.quote_size < p.max_order_qty, p.quote_size, p.max_order_qty), src(0), shape=32
     )
@@ -203,11 +219,10 @@ def terms_datapath(m, params, position, cash, *, arity: int = 2) -> tuple[dict, 
 
     values = {
         "skew": skew,
-        **offsets,
+        **offsets_,
         **coeffs,
         "bid_qty": size(room_b),
         "ask_qty": size(room_a),
-        "headroom": pipe.reg(cash.as_signed() + p.max_loss, src(0), shape=signed(66), name="hr"),
     }
     assert set(values) == {name for name, _ in terms_layout}
     depth = max(v.depth for v in values.values())

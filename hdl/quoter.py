@@ -7,33 +7,37 @@ in exactly the model's order with the model's fields and counters.
 Operation. Events are taken one at a time from the first input that has one: ``ctl``,
 ``fill``, ``trading``, ``tob`` (and kill sweep steps). An event needs its symbol's state
 (parameters, account, book-independent terms :mod:`.pricing_terms`, live orders, meta, last
-book), which lives in block RAM behind a one-entry coherent cache (:mod:`.quoter_cache`): a
-read takes two cycles. A ``tob`` whose symbol the cache holds is taken straight into
-*evaluation* (cycle 0); any other event is first taken into a one-entry *fetch* stage that reads
-its state (two cycles; a fill reads the UserRefNum table first) and then enters evaluation.
-Evaluation copies the event and its state into registers in the cycle it starts; the quote
-arithmetic (:mod:`.pricing_quote`) has its stage-4 results registered in cycle 5, where the
-decision (:mod:`.quoterplan`) is made in one cycle: the event *commits*, loading its orders into
-a two-entry output buffer (first order valid on ``o`` in cycle 6) and its effects into plan
-registers, which write the memories and counters in cycle 6. The next event can start in cycle 6
-(it sees those writes through the cache). An event that emits orders commits only when the
-output buffer is empty; nothing is ever dropped for back-pressure.
+book), which lives in block RAM behind a one-entry coherent cache (:mod:`.quoter_cache`). A
+``tob`` whose symbol the cache holds is taken straight into *evaluation* (cycle 0); any other
+event is first taken into a one-entry *fetch* stage, which requests its state (a registered
+request: the read lands three cycles after the event is taken; a fill looks its UserRefNum up
+first) and then enters evaluation. Evaluation copies the event and its state into registers in
+the cycle it starts; the quote arithmetic (:mod:`.pricing_quote`: products, sums, corrections,
+compares; no division) has its last results registered in cycle 5, where the decision
+(:mod:`.quoterplan`) is made in one cycle: the event *commits*, loading its orders into the
+output slots (bid, then ask; the first order valid on ``o`` in cycle 6) and its effects into
+plan registers, which write the memories and counters in cycle 6. The next event can start in
+cycle 6 (it sees those writes through the cache). An event that emits orders commits only when
+the output slots are empty; nothing is ever dropped for back-pressure. ``o.payload`` is the bid
+slot while it is valid, else the ask slot (one multiplexer after the slot registers).
 
 Timing (cycles from the cycle a ``tob`` is taken, valid and ready, to its first order valid):
 
-- :attr:`latency` + 1 = **6** when the cache holds the symbol, :attr:`miss_latency` + 1 = 8
+- :attr:`latency` + 1 = **6** when the cache holds the symbol, :attr:`miss_latency` + 1 = 9
   otherwise. The cache is filled ahead of time from the ``lookahead`` hint (below) and from a
-  ``tob`` waiting on the input while the quoter is busy, so under load every ``tob`` after the
-  first takes 6 cycles and ``tob`` records are taken one per 6 cycles.
-- ``trading`` events take 2 + 6 cycles; kill sweep steps about 3 cycles per symbol; control
+  ``tob`` (or any event) waiting on its input while the quoter is busy, so under load every
+  ``tob`` takes 6 cycles and ``tob`` records are taken one per 6 cycles. Back-to-back records
+  of one symbol need no gap: the next one reads the previous one's writes through the cache.
+- ``trading`` events take 4 + 6 cycles; kill sweep steps about 4 cycles per symbol; control
   requests and fills :attr:`ctl_latency` / :attr:`fill_latency` cycles after their state is read
   (they recompute the symbol's terms).
 
 ``lookahead`` (optional hint): a locate (``valid`` for one or more cycles) whose ``tob`` will
-come soon, for example from the book the cycle it accepts an event (its top of book is on ``o``
-two cycles later). The quoter reads that symbol's state into the cache when it has nothing more
-urgent to read, so the ``tob`` then takes the 6-cycle path. A wrong, late or missing hint only
-costs time; tied to 0, every idle ``tob`` takes 8 cycles.
+come soon, for example from the book in the cycle it accepts an event (its top of book is on
+``o`` two cycles later). When no event waits, the quoter reads that symbol's state into the
+cache in the same cycle (the hint drives the block RAM address directly), so the ``tob`` then
+takes the 6-cycle path. A wrong, late or missing hint only costs time; tied to 0, a ``tob``
+arriving at an idle quoter takes 9 cycles.
 
 Time. The throttle of step 9 measures ``cycle`` (the free-running counter input) in the cycle an
 event is taken from its input; ``cycle - last >= refresh_cycles`` is computed on 32 bits (wraps
@@ -63,14 +67,13 @@ from types import SimpleNamespace
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..sim.models.pricing import QuoteParams
 from .book import top_of_book_layout
 from .orders import fill_layout, order_layout
 from .pricing_quote import DEPTH, quote_datapath
-from .quoter_cache import StateCache
+from .quoter_cache import RefTable, StateCache
 from .quoter_events import event_datapath
 from .quoterplan import EventKind, evaluation_inputs, evaluation_plan, plan_layout
 from .quoterstate import (
@@ -160,7 +163,7 @@ class Quoter(wiring.Component):
         self.default, self.first_user_ref_num = default, first_user_ref_num
         self.adder_arity = adder_arity
         self.latency = DEPTH
-        self.miss_latency = DEPTH + 2
+        self.miss_latency = DEPTH + 3
         self.kill_latency = _KILL_LATENCY
         self.fill_latency = None  # known after elaboration
         self.ctl_latency = None
@@ -190,8 +193,10 @@ class Quoter(wiring.Component):
         # ------------------------------------------------------------ reset sweep, memories
         clearing, clear_addr = reset_sweep(m, 1 << clear_bits)
         m.d.comb += self.clearing.eq(clearing)
-        clear_refs = clearing & (clear_addr >> bank_bits == 0)
-        cache = StateCache(m, self.symbols, STATE, state_reset(self.default), clearing, clear_addr)
+        plan_valid = Signal()  # the plan registers write this cycle
+        cache = StateCache(
+            m, self.symbols, STATE, state_reset(self.default), clearing, clear_addr, plan_valid
+        )
 
         def ok(locate):
             return (locate >> lb) == 0
@@ -199,22 +204,7 @@ class Quoter(wiring.Component):
         def hit(locate):
             return cache.hit(locate)
 
-        def inflight(locate):
-            return cache.inflight & (cache.inflight_addr == locate[:lb])
-
-        # UserRefNum table: two banks by the number's lowest bit, read for fills only
-        ref_addr = Signal(max(bank_bits, 1))
-        ref_load = Signal()  # a table read was issued last cycle
-        ref_raw = [Signal(ref_layout, name=f"ref_raw{b}") for b in (0, 1)]
-        ref_wp = []
-        for b in (0, 1):
-            mem = Memory(shape=ref_layout, depth=1 << bank_bits, init=[])
-            m.submodules[f"refs{b}"] = mem
-            wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += rp.addr.eq(ref_addr[:bank_bits])
-            with m.If(ref_load):
-                m.d.sync += ref_raw[b].eq(rp.data)
-            ref_wp.append(wp)
+        ref_table = RefTable(m, bank_bits, clearing, clear_addr)  # read for fills only
 
         # ------------------------------------------------------------ kill switch
         kill_q = Signal()
@@ -227,9 +217,14 @@ class Quoter(wiring.Component):
         # ------------------------------------------------------------ output buffer, answers
         slot = [Signal(order_layout, name=f"slot{k}") for k in (0, 1)]
         slot_valid = [Signal(name=f"slot{k}_valid") for k in (0, 1)]
-        m.d.comb += [self.o.valid.eq(slot_valid[0]), self.o.payload.eq(slot[0])]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += [slot[0].eq(slot[1]), slot_valid[0].eq(slot_valid[1])]
+        # the bid's order in slot 0, the ask's in slot 1; ``o`` shows the first valid one
+        m.d.comb += [
+            self.o.valid.eq(slot_valid[0] | slot_valid[1]),
+            self.o.payload.eq(Mux(slot_valid[0], slot[0].as_value(), slot[1].as_value())),
+        ]
+        with m.If(self.o.ready & slot_valid[0]):
+            m.d.sync += slot_valid[0].eq(0)
+        with m.Elif(self.o.ready):
             m.d.sync += slot_valid[1].eq(0)
         room = ~slot_valid[0] & ~slot_valid[1]
         resp_valid = Signal()
@@ -259,81 +254,71 @@ class Quoter(wiring.Component):
         kind = Signal(EventKind)
         step = Signal(range(64))
         due = Signal()
-        ev = SimpleNamespace(
-            locate=Signal(16, name="ev_locate"),
-            stamp=Signal(32, name="ev_stamp"),
-            cycle=Signal(32, name="ev_cycle"),
-            kill=Signal(name="ev_kill"),
-            state=Signal(8, name="ev_state"),
-            book=Signal(bbo_layout, name="ev_book"),
-            mid=Signal(32, name="ev_mid"),
-            fill=Signal(fill_layout, name="ev_fill"),
-            ctl=Signal(ctl_layout, name="ev_ctl"),
-            entry=Signal(ref_layout, name="ev_entry"),
-        )
-        for name, shape in STATE.items():
-            setattr(ev, name, Signal(shape, name=f"ev_{name}"))
+        shapes = {"locate": 16, "stamp": 32, "cycle": 32, "kill": 1, "state": 8, "mid": 32}
+        shapes |= {"book": bbo_layout, "fill": fill_layout, "ctl": ctl_layout}
+        shapes |= {"entry": ref_layout, **STATE}
+        ev = SimpleNamespace(**{n: Signal(v, name=f"ev_{n}") for n, v in shapes.items()})
         ev.live = [ev.live_bid, ev.live_ask]
         plan = Signal(layout, name="plan")
-        plan_valid = Signal()
         zero = Signal(layout, name="zero_plan")  # 0, but read from a register (see event_plan)
         m.d.comb += zero.eq(plan.as_value() & 0)
 
         # ------------------------------------------------------------ taking events
-        blocked = clearing | rise | pending | sweeping
+        # inputs in priority order (kill sweep steps, ctl, fill, trading, tob); the fetch stage
+        # loads the first one every cycle it is empty and keeps it when it is taken
+        ctl_v, fill_v, trad_v = self.ctl.valid, self.fill.valid, self.trading.valid
+        tob_v, tob_p = self.tob.valid, self.tob.payload
+        sweep = pending | sweeping
         free = ~busy
-        tob_p = self.tob.payload
-        choose_tob = ~self.ctl.valid & ~self.fill.valid & ~self.trading.valid
-        tob_open = ~blocked & choose_tob & ~f_valid & free
-        fast = tob_open & self.tob.valid & (~ok(tob_p.locate) | hit(tob_p.locate))
-        to_fetch = ~blocked & ~f_valid & free
-        take_ctl = to_fetch & self.ctl.valid
-        take_fill = to_fetch & ~self.ctl.valid & self.fill.valid & ~plan_valid
-        take_trading = to_fetch & ~self.ctl.valid & ~self.fill.valid & self.trading.valid
-        take_tob = tob_open & self.tob.valid & ~fast
-        load_kill = (pending | sweeping) & ~f_valid & ~clearing
+        open_in = ~clearing & ~rise & ~sweep & ~f_valid & free
+        tob_open = open_in & ~ctl_v & ~fill_v & ~trad_v
+        fast = tob_open & tob_v & (~ok(tob_p.locate) | hit(tob_p.locate))
+        take_fill = open_in & ~ctl_v & fill_v & ~plan_valid  # the table is read, not written
         m.d.comb += [
-            self.ctl.ready.eq(to_fetch),
-            self.fill.ready.eq(to_fetch & ~self.ctl.valid & ~plan_valid),
-            self.trading.ready.eq(to_fetch & ~self.ctl.valid & ~self.fill.valid),
+            self.ctl.ready.eq(open_in),
+            self.fill.ready.eq(open_in & ~ctl_v & ~plan_valid),
+            self.trading.ready.eq(open_in & ~ctl_v & ~fill_v),
             self.tob.ready.eq(tob_open),
         ]
+        later = trad_v | (tob_v & ~fast)  # trading, or a tob that is not taken at once
+        accepted = open_in & (ctl_v | (fill_v & ~plan_valid) | (~fill_v & later))
+        load_kill = sweep & ~f_valid & ~clearing
         in_locate = Mux(
-            load_kill,
+            sweep,
             sweep_locate,
             Mux(
-                take_ctl,
+                ctl_v,
                 self.ctl.payload.locate,
-                Mux(take_trading, self.trading.payload.locate, tob_p.locate),
+                Mux(trad_v, self.trading.payload.locate, tob_p.locate),
             ),
         )
-        into_fetch = take_ctl | take_fill | take_trading | take_tob | load_kill
-        with m.If(into_fetch):
+        in_kind = Mux(
+            sweep,
+            EventKind.KILL.value,
+            Mux(
+                ctl_v,
+                EventKind.CTL.value,
+                Mux(fill_v, EventKind.FILL.value, Mux(trad_v, EventKind.TRADING.value, 0)),
+            ),
+        )
+        in_fill = ~sweep & ~ctl_v & fill_v
+        in_trading = ~sweep & ~ctl_v & ~fill_v & trad_v
+        with m.If(~f_valid):
             m.d.sync += [
-                f_valid.eq(1),
+                f_valid.eq(accepted | load_kill),
+                f_kind.as_value().eq(in_kind),
                 f_locate.eq(in_locate),
                 f_cycle.eq(self.cycle),
                 f_kill.eq(self.kill),
-                f_stateful.eq(ok(in_locate) & ~take_fill),
+                f_stateful.eq(ok(in_locate) & ~in_fill),
                 f_tob.eq(tob_p),
                 f_mid.eq((tob_p.bid_px + tob_p.ask_px) >> 1),
-                f_book_wait.eq(take_trading & ok(in_locate)),
+                f_book_wait.eq(in_trading & ok(in_locate)),
                 f_state.eq(self.trading.payload.state),
                 f_fill.eq(self.fill.payload),
                 f_ctl.eq(self.ctl.payload),
-                f_lookup.eq(Mux(take_fill, 2, 0)),
+                f_lookup.eq(Mux(in_fill, 2, 0)),
             ]
-        kind_in = Mux(
-            load_kill,
-            EventKind.KILL.value,
-            Mux(
-                take_ctl,
-                EventKind.CTL.value,
-                Mux(take_fill, EventKind.FILL.value, Mux(take_trading, EventKind.TRADING.value, 0)),
-            ),
-        )
-        with m.If(into_fetch):
-            m.d.sync += f_kind.as_value().eq(kind_in)
         with m.If(load_kill):
             m.d.sync += sweep_locate.eq(sweep_locate + 1)
             m.d.sync += sweeping.eq(sweep_locate != self.symbols - 1)
@@ -343,35 +328,42 @@ class Quoter(wiring.Component):
             m.d.sync += [pending.eq(1), pending_cycle.eq(self.cycle)]
 
         # a fill looks its UserRefNum up first (two cycles), then reads its symbol's state
-        m.d.comb += ref_addr.eq(self.fill.payload.user_ref[1:])
-        m.d.sync += ref_load.eq(take_fill)
+        m.d.comb += [
+            ref_table.rd_addr.eq(self.fill.payload.user_ref[1:]),
+            ref_table.rd_en.eq(take_fill),
+        ]
         entry = Signal(ref_layout)
-        m.d.comb += entry.eq(Mux(f_fill.user_ref[0], ref_raw[1].as_value(), ref_raw[0].as_value()))
-        with m.If(f_valid & (f_lookup != 0)):
+        m.d.comb += entry.eq(
+            Mux(f_fill.user_ref[0], ref_table.raw[1].as_value(), ref_table.raw[0].as_value())
+        )
+        known = entry.valid & (entry.ref == f_fill.user_ref)
+        with m.If(f_valid & (f_lookup != 0)):  # (the fetch stage loads only while empty)
             m.d.sync += f_lookup.eq(f_lookup - 1)
             with m.If(f_lookup == 1):
-                known = entry.valid & (entry.ref == f_fill.user_ref)
                 m.d.sync += [f_entry.eq(entry), f_locate.eq(entry.locate), f_stateful.eq(known)]
 
-        # the read port: a new fetch, the fetch stage, a waiting tob, the lookahead hint
+        # the read port. A registered request, made the cycle before: the fetch stage's symbol,
+        # else the first waiting input's (the read of an event being taken, or a prefetch while
+        # the quoter is busy); else the hint, straight from its port (so a hint two cycles
+        # ahead of its tob is in the cache in time). A cached locate is simply read again. The
+        # block RAM address sees only registers and the hint: its nets span the die.
         look = self.lookahead
-        f_wants = f_valid & f_stateful & (f_lookup == 0) & ~hit(f_locate) & ~inflight(f_locate)
-        tob_wants = (
-            self.tob.valid & ~fast & ok(tob_p.locate) & ~hit(tob_p.locate) & ~inflight(tob_p.locate)
-        )
-        look_wants = look.valid & ok(look.locate) & ~hit(look.locate) & ~inflight(look.locate)
-        with m.If(into_fetch & ~take_fill & ok(in_locate)):
-            m.d.comb += [cache.rd_en.eq(1), cache.rd_addr.eq(in_locate[:lb])]
-        with m.Elif(f_wants):
-            m.d.comb += [cache.rd_en.eq(1), cache.rd_addr.eq(f_locate[:lb])]
-        with m.Elif(~f_valid & tob_wants):
-            m.d.comb += [cache.rd_en.eq(1), cache.rd_addr.eq(tob_p.locate[:lb])]
-        with m.Elif(~f_valid & ~self.tob.valid & look_wants):
-            m.d.comb += [cache.rd_en.eq(1), cache.rd_addr.eq(look.locate[:lb])]
+        waiting = sweep | ctl_v | trad_v | tob_v
+        req = Signal(name="read_req")
+        req_addr = Signal(lb, name="read_req_addr")
+        f_reads = Mux(f_lookup == 1, known, f_stateful & (f_lookup == 0))
+        m.d.sync += [
+            req.eq(Mux(f_valid, f_reads, waiting & ok(in_locate))),
+            req_addr.eq(Mux(f_valid, Mux(f_lookup == 1, entry.locate, f_locate), in_locate)[:lb]),
+        ]
+        m.d.comb += [
+            cache.rd_addr.eq(Mux(req, req_addr, look.locate[:lb])),
+            cache.rd_en.eq(cache.rd_ok & (req | (look.valid & ok(look.locate)))),
+        ]
 
         # a trading event evaluates the symbol's stored book: copied once the cache has it
-        stored = cache.current["bbo"]
-        with m.If(f_valid & f_book_wait & hit(f_locate)):
+        stored = cache.word["bbo"]  # (no write this cycle: ``rd_ok``)
+        with m.If(f_valid & f_book_wait & hit(f_locate) & cache.rd_ok):
             m.d.sync += [
                 f_book_wait.eq(0),
                 f_tob.bid_px.eq(stored.bid_px),
@@ -392,14 +384,10 @@ class Quoter(wiring.Component):
         # stage); ``take`` makes them hold (busy)
         tob_fetched = top_of_book_layout(Mux(fast, tob_p.as_value(), f_tob.as_value()))
         with m.If(take):
-            m.d.sync += [
-                busy.eq(1),
-                step.eq(1),
-                due.eq(0),
-                kind.as_value().eq(Mux(fast, EventKind.TOB.value, f_kind.as_value())),
-            ]
+            m.d.sync += busy.eq(1)
         with m.If(~busy):
             m.d.sync += [
+                kind.as_value().eq(Mux(fast, EventKind.TOB.value, f_kind.as_value())),
                 ev.locate.eq(Mux(fast, tob_p.locate, f_locate)),
                 ev.stamp.eq(tob_fetched.stamp),
                 ev.cycle.eq(Mux(fast, self.cycle, f_cycle)),
@@ -424,10 +412,10 @@ class Quoter(wiring.Component):
         params, terms, account = ev.params, ev.terms, ev.account
         book = SimpleNamespace(bid_px=ev.book.bid_px, ask_px=ev.book.ask_px, mid=ev.mid)
         live_px = (ev.live[0].price, ev.live[1].price)
-        quote = quote_datapath(m, book, params, terms, account.position, live_px)
 
         next_ref = Signal(33, init=self.first_user_ref_num)
         flags, refs = evaluation_inputs(m, ev, is_tob, ok(ev.locate), next_ref)
+        quote = quote_datapath(m, book, params, terms, account, live_px, flags.gates)
         eval_plan = evaluation_plan(m, flags, quote, refs, layout, zero)
 
         # fills, control requests, kill steps
@@ -453,8 +441,11 @@ class Quoter(wiring.Component):
                 m.d.comb += latency.eq(self.ctl_latency)
             with m.Default():
                 m.d.comb += latency.eq(self.kill_latency)
-        with m.If(busy & ~take):
+        # cycles since the event was taken (1 in the cycle after), and "commit due"
+        with m.If(busy):
             m.d.sync += [step.eq(Mux(step == 63, step, step + 1)), due.eq(step + 1 >= latency)]
+        with m.Else():
+            m.d.sync += [step.eq(1), due.eq(0)]
         emits = is_eval | (kind == EventKind.KILL)
         ctl_read = (kind == EventKind.CTL) & ~ev.ctl.write
         commit = busy & due & (~emits | room) & ~(ctl_read & resp_valid)
@@ -465,15 +456,14 @@ class Quoter(wiring.Component):
             m.d.sync += busy.eq(0)
         with m.If(commit & emits):
             valid = chosen.order_valid
-            first = Mux(valid[0], chosen.orders[0].as_value(), chosen.orders[1].as_value())
             m.d.sync += [
-                slot[0].eq(first),
-                slot_valid[0].eq(valid[0] | valid[1]),
+                slot[0].eq(chosen.orders[0]),
                 slot[1].eq(chosen.orders[1]),
-                slot_valid[1].eq(valid[0] & valid[1]),
+                slot_valid[0].eq(valid[0]),
+                slot_valid[1].eq(valid[1]),
                 # sides set here, not as comb constants in the plan: Icarus and Verilator never
                 # evaluate a combinational process that reads no signal
-                slot[0].side.eq(~valid[0]),
+                slot[0].side.eq(0),
                 slot[1].side.eq(1),
             ]
 
@@ -485,7 +475,7 @@ class Quoter(wiring.Component):
             m.d.sync += next_ref.eq(next_ref + plan.advance)
             with m.If(plan.answer_valid):
                 m.d.sync += [resp_valid.eq(1), resp.eq(plan.answer)]
-        m.d.comb += cache.wr_addr.eq(plan.locate)
+        m.d.comb += [cache.wr_addr.eq(plan.locate), cache.wr_addr_next.eq(chosen.locate)]
         writes = {
             "params": (plan.params_write, plan.params),
             "account": (plan.account_write, plan.account),
@@ -497,10 +487,10 @@ class Quoter(wiring.Component):
         }
         for name, (enable, word) in writes.items():
             m.d.comb += [cache.wr_en[name].eq(plan_valid & enable), cache.wr_data[name].eq(word)]
-        for bank, wp in enumerate(ref_wp):
+        for bank in (0, 1):
             m.d.comb += [
-                wp.addr.eq(Mux(clearing, clear_addr, plan.ref_index[bank])),
-                wp.data.eq(Mux(clearing, 0, plan.ref[bank].as_value())),
-                wp.en.eq(clear_refs | (plan_valid & plan.ref_write[bank])),
+                ref_table.wr_en[bank].eq(plan_valid & plan.ref_write[bank]),
+                ref_table.wr_index[bank].eq(plan.ref_index[bank]),
+                ref_table.wr_data[bank].eq(plan.ref[bank]),
             ]
         return m

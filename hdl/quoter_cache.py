@@ -8,15 +8,20 @@ registers (the *raw* words; ECP5 block RAM's clock-to-out leaves no room for log
 From then on the cache *holds* that locate: :attr:`~StateCache.valid`,
 :attr:`~StateCache.locate`.
 
-Coherence. Every write to the held locate, and every write that raced the read (in the cycle of
-the read or the next one), is remembered per word in a *forward* register that overrides the
-raw word. So :attr:`~StateCache.word` is always the memory's current content for the held
-locate, up to the writes of the previous cycle, and :attr:`~StateCache.current` adds the write
-of this cycle: what an event taken this cycle must copy. A read of the locate being written in
-the same cycle returns whatever the block RAM gives; the forward register replaces it whole.
+Each memory reads and writes through one address (the write's in a cycle with a write, the
+read's otherwise), so it maps onto one block RAM port with no logic behind the read data: the
+cache refuses reads in a cycle with any write (:attr:`~StateCache.rd_ok`); the owner retries.
+
+Coherence. Every write to the held locate, and a write in the cycle a read lands, is
+remembered per word in a *forward* register that overrides the raw word. So
+:attr:`~StateCache.word` is always the memory's current content for the held locate, up to the
+writes of the previous cycle, and :attr:`~StateCache.current` adds the write of this cycle: what
+an event taken this cycle must copy.
 
 Reset: while ``clearing`` the memories are written with their reset words (one address per
 cycle, from the reset sweep) and the cache holds nothing.
+
+:class:`RefTable` is the UserRefNum -> (locate, side) table fills look up.
 """
 
 from __future__ import annotations
@@ -24,23 +29,29 @@ from __future__ import annotations
 from amaranth.hdl import Mux, Signal
 from amaranth.lib.memory import Memory
 
-__all__ = ["StateCache"]
+from .quoterstate import ref_layout
+
+__all__ = ["StateCache", "RefTable"]
 
 
 class StateCache:
     """Per-symbol memories and their read cache, built into module ``m``.
 
     ``layouts`` maps a word's name to its shape, ``reset`` to its reset value; ``clearing`` and
-    ``clear_addr`` come from the reset sweep. The owner drives :attr:`rd_en`, :attr:`rd_addr`,
-    :attr:`wr_addr`, and per word :attr:`wr_en` and :attr:`wr_data` (from registers: the write
-    data is also forwarded into the cache).
+    ``clear_addr`` come from the reset sweep; ``writing`` (a register) is set in every cycle in
+    which a word may be written (the memories then use the write address). The owner drives
+    :attr:`rd_en`, :attr:`rd_addr`, :attr:`wr_addr`, per word :attr:`wr_en` and
+    :attr:`wr_data` (from registers: the write data is also forwarded into the cache), and
+    :attr:`wr_addr_next`, the address the next cycle's write will have (so that the address
+    compares are registered). A read (``rd_en``) is issued only when :attr:`rd_ok`.
     """
 
-    def __init__(self, m, depth: int, layouts: dict, reset: dict, clearing, clear_addr):
+    def __init__(self, m, depth: int, layouts: dict, reset: dict, clearing, clear_addr, writing):
         bits = (depth - 1).bit_length()
         self.rd_en = Signal(name="cache_rd_en")
         self.rd_addr = Signal(bits, name="cache_rd_addr")
         self.wr_addr = Signal(bits, name="cache_wr_addr")
+        self.wr_addr_next = Signal(bits, name="cache_wr_addr_next")
         self.wr_en = {name: Signal(name=f"{name}_wr_en") for name in layouts}
         self.wr_data = {
             name: Signal(shape, name=f"{name}_wr_data") for name, shape in layouts.items()
@@ -53,43 +64,44 @@ class StateCache:
         self.inflight_addr = Signal(bits, name="cache_inflight_addr")
         self.word = {}
         self.current = {}
-
+        #: no write this cycle: a read may be issued
+        self.rd_ok = Signal(name="cache_rd_ok")
+        m.d.comb += self.rd_ok.eq(~writing & ~clearing)
         m.d.sync += [
-            self.inflight.eq(self.rd_en & ~clearing),
+            self.inflight.eq(self.rd_en & self.rd_ok),
             self.inflight_addr.eq(self.rd_addr),
         ]
         with m.If(self.inflight):
             m.d.sync += [self.valid.eq(1), self.locate.eq(self.inflight_addr)]
         with m.If(clearing):
             m.d.sync += self.valid.eq(0)
-        prev_en = {name: Signal(name=f"{name}_pw_en") for name in layouts}
-        prev_addr = Signal(bits, name="cache_pw_addr")
-        m.d.sync += prev_addr.eq(self.wr_addr)
-        write_here = self.wr_addr == self.locate
+        # a write this cycle to the held locate / to the locate of the read landing now
+        write_here = Signal(name="cache_write_here")
+        lands_here = Signal(name="cache_lands_here")
+        held_next = Mux(self.inflight, self.inflight_addr, self.locate)
+        m.d.sync += [
+            write_here.eq(self.wr_addr_next == held_next),
+            lands_here.eq(self.wr_addr_next == self.rd_addr),
+        ]
         for name, shape in layouts.items():
             mem = Memory(shape=shape, depth=depth, init=[])
             m.submodules[f"mem_{name}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
+            # one address for both ports: they map onto one block RAM port
+            addr = Signal(bits, name=f"{name}_addr")
             m.d.comb += [
-                wp.addr.eq(Mux(clearing, clear_addr[:bits], self.wr_addr)),
+                addr.eq(Mux(clearing, clear_addr[:bits], Mux(writing, self.wr_addr, self.rd_addr))),
+                wp.addr.eq(addr),
                 wp.data.eq(Mux(clearing, reset[name], self.wr_data[name])),
                 wp.en.eq(clearing | self.wr_en[name]),
-                rp.addr.eq(self.rd_addr),
+                rp.addr.eq(addr),
             ]
             raw = Signal(shape, name=f"{name}_raw")
             fwd = Signal(name=f"{name}_fwd")
             fwd_data = Signal(shape, name=f"{name}_fwd_data")
-            prev_data = Signal(shape, name=f"{name}_pw_data")
             en, data = self.wr_en[name], self.wr_data[name]
-            m.d.sync += [prev_en[name].eq(en & ~clearing), prev_data.eq(data)]
             with m.If(self.inflight):
-                hit_now = en & (self.wr_addr == self.inflight_addr)
-                hit_prev = prev_en[name] & (prev_addr == self.inflight_addr)
-                m.d.sync += [
-                    raw.eq(rp.data),
-                    fwd.eq(hit_now | hit_prev),
-                    fwd_data.eq(Mux(hit_now, data, prev_data)),
-                ]
+                m.d.sync += [raw.eq(rp.data), fwd.eq(en & lands_here), fwd_data.eq(data)]
             with m.Elif(en & write_here):
                 m.d.sync += [fwd.eq(1), fwd_data.eq(data)]
             word = Signal(shape, name=f"{name}_word")
@@ -102,3 +114,41 @@ class StateCache:
     def hit(self, locate):
         """The cache holds ``locate`` (its low address bits) this cycle."""
         return self.valid & (self.locate == locate[: len(self.locate)])
+
+
+class RefTable:
+    """The UserRefNum -> (locate, side) table (:data:`~.quoterstate.ref_layout` entries).
+
+    Two banks by the number's lowest bit, so the two numbers an update issues (consecutive)
+    are written in one cycle; ``1 << bank_bits`` entries each, cleared while ``clearing``.
+    A read of both banks at :attr:`rd_addr` (the number without its lowest bit) in a cycle with
+    :attr:`rd_en` lands in :attr:`raw` two cycles later; the owner issues reads only in cycles
+    with no write (both ports of a bank share one address: one block RAM port). Writes: per bank
+    :attr:`wr_en`, :attr:`wr_index`, :attr:`wr_data`.
+    """
+
+    def __init__(self, m, bank_bits: int, clearing, clear_addr):
+        self.rd_addr = Signal(max(bank_bits, 1), name="refs_rd_addr")
+        self.rd_en = Signal(name="refs_rd_en")
+        self.raw = [Signal(ref_layout, name=f"refs{b}_raw") for b in (0, 1)]
+        self.wr_en = [Signal(name=f"refs{b}_wr_en") for b in (0, 1)]
+        self.wr_index = [Signal(max(bank_bits, 1), name=f"refs{b}_wr_index") for b in (0, 1)]
+        self.wr_data = [Signal(ref_layout, name=f"refs{b}_wr_data") for b in (0, 1)]
+        loading = Signal(name="refs_loading")
+        m.d.sync += loading.eq(self.rd_en)
+        clear = clearing & (clear_addr >> bank_bits == 0)
+        for b in (0, 1):
+            mem = Memory(shape=ref_layout, depth=1 << bank_bits, init=[])
+            m.submodules[f"refs{b}"] = mem
+            wp, rp = mem.write_port(), mem.read_port()
+            addr = Signal(bank_bits, name=f"refs{b}_addr")
+            waddr = Mux(clearing, clear_addr, self.wr_index[b])[:bank_bits]
+            m.d.comb += [
+                wp.en.eq(clear | self.wr_en[b]),
+                wp.data.eq(Mux(clearing, 0, self.wr_data[b].as_value())),
+                addr.eq(Mux(wp.en, waddr, self.rd_addr[:bank_bits])),
+                wp.addr.eq(addr),
+                rp.addr.eq(addr),
+            ]
+            with m.If(loading):
+                m.d.sync += self.raw[b].eq(rp.data)

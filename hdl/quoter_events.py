@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Mux, Signal, signed
+from amaranth.hdl import Mux, Signal, Value, signed
 
 from .pricing import Pipeline, Staged, product
 from .pricing_terms import terms_datapath
 from .quoterplan import EventKind, control_write, event_plan
-from .quoterstate import params_layout
+from .quoterstate import live_layout, params_layout
 
 __all__ = ["event_datapath"]
 
@@ -55,18 +55,28 @@ def event_datapath(m, kind, ev, *, locate_ok, kill_cycle, layout, zero, arity):
     new_cash = pipe.reg(_clamp(cash_sum.value, _I64), cash_sum, shape=signed(64), name="ncash")
     fill_depth = max(new_pos.depth, new_cash.depth)
 
+    # the fill's checks, registered (so the plan is little logic)
+    def reg(expr, name, shape=None):
+        sig = Signal(shape if shape is not None else Value.cast(expr).shape(), name=name)
+        m.d.sync += sig.eq(expr)
+        return sig
+
+    entry = ev.entry
+    mine = Mux(entry.side, ev.live[1].as_value(), ev.live[0].as_value())
+    mine = reg(mine, "fill_mine", live_layout)
+    pos_v, cash_v = pos_sum.value, cash_sum.value
+
     # control requests: validity and the new parameters; then the terms of either
-    ctl_ok, ctl_params = control_write(m, ev.ctl, params)
+    ctl_valid, ctl_params, answer = control_write(m, ev.ctl, params, account)
+    ctl_valid = reg(ctl_valid, "ctl_valid_r")
     is_fill = kind == EventKind.FILL
     t_pos = Signal(signed(32), name="terms_pos")
-    t_cash = Signal(signed(64), name="terms_cash")
     t_params = Signal(params_layout, name="terms_params")
     m.d.sync += [
         t_pos.eq(Mux(is_fill, new_pos.value, account.position)),
-        t_cash.eq(Mux(is_fill, new_cash.value, account.cash)),
         t_params.eq(Mux(is_fill, params.as_value(), ctl_params.as_value())),
     ]
-    new_terms, terms_depth = terms_datapath(m, t_params, t_pos, t_cash, arity=arity)
+    new_terms, terms_depth = terms_datapath(m, t_params, t_pos, arity=arity)
     decided = SimpleNamespace(
         kind=kind,
         locate=ev.locate,
@@ -74,17 +84,19 @@ def event_datapath(m, kind, ev, *, locate_ok, kill_cycle, layout, zero, arity):
         kill_cycle=kill_cycle,
         live=ev.live,
         meta=ev.meta,
-        params=params,
-        account=account,
-        fill=fill,
-        entry=ev.entry,
-        pos_sum=pos_sum.value,
-        cash_sum=cash_sum.value,
+        entry=entry,
+        known=reg(entry.valid & (entry.ref == fill.user_ref), "fill_known"),
+        mine=mine,
+        own=reg(mine.valid & (mine.ref == fill.user_ref), "fill_own"),
+        remaining=reg(mine.open - fill.quantity, "fill_remaining", signed(34)),
         new_position=new_pos.value,
         new_cash=new_cash.value,
+        position_saturated=reg((pos_v < _I32[0]) | (pos_v > _I32[1]), "fill_pos_sat"),
+        cash_saturated=reg((cash_v < _I64[0]) | (cash_v > _I64[1]), "fill_cash_sat"),
         ctl=ev.ctl,
-        ctl_ok=ctl_ok,
+        ctl_ok=reg(ctl_valid.bit_select(ev.ctl.field.as_value(), 1), "ctl_ok_r"),
         new_params=ctl_params,
+        answer=reg(answer, "ctl_answer_r"),
         terms=new_terms,
     )
     plan = Signal(layout, name="slow_plan")

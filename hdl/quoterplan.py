@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Mux, Signal
 from amaranth.lib import data, enum
 
 from .orders import OrderKind, order_layout
@@ -115,7 +115,8 @@ def evaluation_inputs(m, ev, is_tob, locate_ok, next_ref):
     ``ev`` has ``locate``, ``stamp``, ``cycle``, ``kill``, ``state`` (a trading event's new
     state), ``book``, ``live``, ``meta``, ``params`` and ``terms``; ``next_ref`` is the
     UserRefNum counter (33 bits). Returns the ``ev`` and ``refs`` arguments of
-    :func:`evaluation_plan`. The flags are registers: valid one cycle after their inputs.
+    :func:`evaluation_plan` (``ev.gates`` go to :func:`~.pricing_quote.quote_datapath`). The
+    flags are registers: valid one cycle after their inputs.
     """
 
     def early(expr, name, shape=None):
@@ -146,10 +147,17 @@ def evaluation_inputs(m, ev, is_tob, locate_ok, next_ref):
         live=ev.live,
         meta=ev.meta,
         pulls=early(first_pull(reasons), "pulls"),
+        pulled=early(Cat(*reasons).any(), "pulled"),
+        stamp_out=early(Mux(is_tob, ev.stamp, ev.cycle), "stamp_out"),
         throttled=early(ev.meta.sent_any & (elapsed < ev.params.refresh_cycles), "throttled"),
         qty=qty,
         qty_nonzero=[early(qty[s] != 0, f"qnz{s}") for s in (0, 1)],
         qty_same=[early(qty[s] == ev.live[s].sent, f"qsame{s}") for s in (0, 1)],
+    )
+    flags.gates = (
+        early(locate_ok & ~Cat(*reasons).any(), "go"),
+        flags.qty_nonzero,
+        flags.qty_same,
     )
     refs = SimpleNamespace(
         next=next_ref[:32],
@@ -166,110 +174,99 @@ def evaluation_plan(m, ev, q, refs, layout, zero) -> Signal:
     ``ev`` holds the event's registers: ``locate``, ``locate_ok``, ``is_tob``, ``stamp``,
     ``cycle``, ``state`` (the trading state to store), ``book`` (:data:`~.quoterstate.bbo_layout`),
     ``live`` (bid, ask), ``meta``, and early registered flags: ``pulls`` (one-hot first pull
-    reason before ``loss``, in :data:`PULL_ORDER`), ``throttled``, ``qty`` (the two sizes),
-    ``qty_nonzero``, ``qty_same`` (size equals the live order's). ``q`` is the
-    :class:`~.pricing_quote.QuoteOutputs`; ``refs`` has ``next``, ``next1`` (``next + 1``),
+    reason before ``loss``, in :data:`PULL_ORDER`), ``pulled`` (any of them), ``stamp_out``
+    (the orders' stamp), ``throttled``, ``qty`` (the two sizes), ``qty_nonzero``,
+    ``qty_same`` (size equals the live order's). ``q`` is the
+    :class:`~.pricing_quote.QuoteOutputs` computed with the gates of
+    :func:`evaluation_inputs`; ``refs`` has ``next``, ``next1`` (``next + 1``),
     ``room1`` and ``room2`` (one / two UserRefNums left). ``zero`` is an all-zero plan that is
     not a constant (see :func:`event_plan`).
     """
     live, meta = ev.live, ev.meta
-    pulled_early = ev.pulls.any()
-    pull = pulled_early | q.loss
+    go = q.go  # locate_ok and no pull: the quote decides
+    pull_cancel = ev.locate_ok & ~q.go  # a pull cancels every live order
+    price = [q.bid_px[:32], q.ask_px[:32]]
+    reject = [q.bid_reject, q.ask_reject]
+    keep = q.keep  # the live order stays (same price, same size)
+    lv = [live[s].valid for s in (0, 1)]
 
     def decide(edge: bool) -> Signal:
+        """The whole plan as flat logic: control bits first, then one select per field."""
         p = Signal(layout, name=f"eval_plan_{int(edge)}")
+        ok = [Const(0) if edge else q.ok[s] for s in (0, 1)]
+        needs = [ok[s] & (~lv[s] | ~keep[s]) for s in (0, 1)]  # enter or replace
+        acts = [needs[s] | (lv[s] & ~ok[s]) for s in (0, 1)]
+        exhausted = (needs[0] & needs[1] & ~refs.room2) | ((needs[0] ^ needs[1]) & ~refs.room1)
+        acting = go & (acts[0] | acts[1])
+        update = acting & ~ev.throttled & ~exhausted
+        sends = [update & needs[s] for s in (0, 1)]
+        cancels = [(update & lv[s] & ~ok[s]) | (pull_cancel & lv[s]) for s in (0, 1)]
+        ref = [refs.next, Mux(needs[0], refs.next1, refs.next)]
+        sent = update | (pull_cancel & (lv[0] | lv[1]))
+        counts = p.counts
         m.d.comb += p.eq(zero)
-        m.d.comb += [p.locate.eq(ev.locate), p.meta.eq(meta), p.bbo.eq(ev.book)]
-        m.d.comb += p.bbo_write.eq(ev.is_tob & ev.locate_ok)
-        stamp = Mux(ev.is_tob, ev.stamp, ev.cycle)
+        m.d.comb += [
+            counts.bad_locate.eq(~ev.locate_ok),
+            counts.evaluations.eq(ev.locate_ok),
+            counts.unchanged.eq(go & ~(acts[0] | acts[1])),
+            counts.throttled.eq(acting & ev.throttled),
+            counts.ref_exhausted.eq(acting & ~ev.throttled & exhausted),
+            counts.updates.eq(update),
+            counts.band_reject.eq(Mux(go, reject[0] + reject[1], 0)),
+            counts.edge_reject.eq(go if edge else 0),
+            counts.enter.eq((sends[0] & ~lv[0]) + (sends[1] & ~lv[1])),
+            counts.replace.eq((sends[0] & lv[0]) + (sends[1] & lv[1])),
+            counts.cancel.eq(cancels[0] + cancels[1]),
+            counts.pull_loss.eq(pull_cancel & ~ev.pulled),
+            p.advance.eq(sends[0] + sends[1]),
+            p.locate.eq(ev.locate),
+            p.bbo_write.eq(ev.is_tob & ev.locate_ok),
+            p.bbo.eq(ev.book),
+            p.meta_write.eq(ev.locate_ok & (~ev.is_tob | sent)),
+            p.meta.sent_any.eq(meta.sent_any | sent),
+            p.meta.last.eq(Mux(sent, ev.cycle, meta.last)),
+            p.meta.state.eq(Mux(ev.is_tob, meta.state, ev.state)),
+        ]
+        for k, name in enumerate(PULL_ORDER[:-1]):
+            m.d.comb += getattr(counts, f"pull_{name}").eq(pull_cancel & ev.pulls[k])
         for s in (0, 1):
-            m.d.comb += p.orders[s].locate.eq(ev.locate)  # the side is set with the output slot
-        with m.If(~ev.locate_ok):
-            m.d.comb += p.counts.bad_locate.eq(1)
-        with m.Else():
-            m.d.comb += p.counts.evaluations.eq(1)
-            with m.If(~ev.is_tob):
-                m.d.comb += [p.meta_write.eq(1), p.meta.state.eq(ev.state)]
-            with m.If(pull):
-                for k, name in enumerate(PULL_ORDER[:-1]):
-                    m.d.comb += getattr(p.counts, f"pull_{name}").eq(ev.pulls[k])
-                m.d.comb += p.counts.pull_loss.eq(~pulled_early)
-                _cancel_all(m, p, live, ev.cycle, stamp)
-            with m.Else():
-                _quote(m, p, ev, q, refs, edge, stamp)
+            order = p.orders[s]
+            m.d.comb += [
+                p.order_valid[s].eq(sends[s] | cancels[s]),
+                p.live_write[s].eq(sends[s] | cancels[s]),
+                order.locate.eq(ev.locate),  # the side is set with the output slot
+                order.stamp.eq(ev.stamp_out),
+                order.kind.eq(
+                    Mux(sends[s], Mux(lv[s], OrderKind.REPLACE, OrderKind.ENTER), OrderKind.CANCEL)
+                ),
+                order.user_ref.eq(Mux(sends[s], ref[s], live[s].ref)),
+                order.orig_ref.eq(Mux(sends[s] & lv[s], live[s].ref, 0)),
+                order.price.eq(Mux(sends[s], price[s], 0)),
+                order.quantity.eq(Mux(sends[s], ev.qty[s], 0)),
+                p.live[s].valid.eq(sends[s]),
+                p.live[s].ref.eq(Mux(sends[s], ref[s], 0)),
+                p.live[s].price.eq(Mux(sends[s], price[s], 0)),
+                p.live[s].sent.eq(Mux(sends[s], ev.qty[s], 0)),
+                p.live[s].open.eq(Mux(sends[s], ev.qty[s], 0)),
+            ]
+        # the two UserRefNums of an update are consecutive: one per table bank
+        for b in (0, 1):
+            side = Mux(sends[0] & (ref[0][0] == b), 0, 1)
+            this = Mux(side, ref[1], ref[0])
+            m.d.comb += [
+                p.ref_write[b].eq((sends[0] & (ref[0][0] == b)) | (sends[1] & (ref[1][0] == b))),
+                p.ref_index[b].eq(this[1:]),
+                p.ref[b].valid.eq(1),
+                p.ref[b].ref.eq(this),
+                p.ref[b].locate.eq(ev.locate),
+                p.ref[b].side.eq(side),
+            ]
         return p
 
     passes, fails = decide(False), decide(True)
     chosen = Signal(layout, name="eval_plan")
     m.d.comb += chosen.eq(Mux(q.edge, fails.as_value(), passes.as_value()))
     return chosen
-
-
-def _quote(m, p, ev, q, refs, edge: bool, stamp) -> None:
-    live = ev.live
-    m.d.comb += [
-        p.counts.band_reject.eq(q.bid_reject + q.ask_reject),
-        p.counts.edge_reject.eq(int(edge)),
-    ]
-    price = [q.bid_px[:32], q.ask_px[:32]]
-    reject = [q.bid_reject, q.ask_reject]
-    same = [q.bid_same, q.ask_same]
-    ok = [Const(0) if edge else ~reject[s] & ev.qty_nonzero[s] for s in (0, 1)]
-    enter = [~live[s].valid & ok[s] for s in (0, 1)]
-    cancel = [live[s].valid & ~ok[s] for s in (0, 1)]
-    change = [live[s].valid & ok[s] & ~(same[s] & ev.qty_same[s]) for s in (0, 1)]
-    acts = [enter[s] | cancel[s] | change[s] for s in (0, 1)]
-    needs = [enter[s] | change[s] for s in (0, 1)]
-    exhausted = Mux(needs[0] & needs[1], ~refs.room2, (needs[0] | needs[1]) & ~refs.room1)
-    with m.If(~(acts[0] | acts[1])):
-        m.d.comb += p.counts.unchanged.eq(1)
-    with m.Elif(ev.throttled):
-        m.d.comb += p.counts.throttled.eq(1)
-    with m.Elif(exhausted):
-        m.d.comb += p.counts.ref_exhausted.eq(1)
-    with m.Else():
-        m.d.comb += [
-            p.counts.updates.eq(1),
-            p.counts.enter.eq(enter[0] + enter[1]),
-            p.counts.replace.eq(change[0] + change[1]),
-            p.counts.cancel.eq(cancel[0] + cancel[1]),
-            p.meta_write.eq(1),
-            p.meta.sent_any.eq(1),
-            p.meta.last.eq(ev.cycle),
-            p.advance.eq(needs[0] + needs[1]),
-        ]
-        ref = [refs.next, Mux(needs[0], refs.next1, refs.next)]
-        for s in (0, 1):
-            order = p.orders[s]
-            m.d.comb += [order.stamp.eq(stamp), order.user_ref.eq(live[s].ref)]
-            with m.If(acts[s]):
-                m.d.comb += [p.order_valid[s].eq(1), p.live_write[s].eq(1)]
-            with m.If(needs[s]):
-                m.d.comb += [
-                    order.kind.eq(Mux(enter[s], OrderKind.ENTER, OrderKind.REPLACE)),
-                    order.user_ref.eq(ref[s]),
-                    order.orig_ref.eq(Mux(enter[s], 0, live[s].ref)),
-                    order.price.eq(price[s]),
-                    order.quantity.eq(ev.qty[s]),
-                    p.live[s].valid.eq(1),
-                    p.live[s].ref.eq(ref[s]),
-                    p.live[s].price.eq(price[s]),
-                    p.live[s].sent.eq(ev.qty[s]),
-                    p.live[s].open.eq(ev.qty[s]),
-                ]
-                bank = ref[s][0]
-                for b in (0, 1):
-                    with m.If(bank == b):
-                        m.d.comb += [
-                            p.ref_write[b].eq(1),
-                            p.ref_index[b].eq(ref[s][1:]),
-                            p.ref[b].valid.eq(1),
-                            p.ref[b].ref.eq(ref[s]),
-                            p.ref[b].locate.eq(ev.locate),
-                            p.ref[b].side.eq(s),
-                        ]
-            with m.Else():
-                m.d.comb += order.kind.eq(OrderKind.CANCEL)
 
 
 def event_plan(m, ev, layout, zero) -> Signal:  # noqa: PLR0915 - one decision table per kind
@@ -280,10 +277,12 @@ def event_plan(m, ev, layout, zero) -> Signal:  # noqa: PLR0915 - one decision t
     combinational process that reads no signal, so constant bits would stay unknown.)
 
     ``ev`` holds: ``kind``, ``locate``, ``locate_ok``, ``kill_cycle``, ``live`` (bid, ask),
-    ``meta``, ``params``, ``account``; for a fill ``fill`` (the payload), ``entry`` (its
-    UserRefNum table entry), ``pos_sum`` / ``cash_sum`` (exact new position and cash); for a
-    control request ``ctl`` (the payload) and ``new_params`` (the parameters after a valid
-    write); ``terms`` (the terms of the new account or parameters).
+    ``meta``; for a fill ``entry`` (its UserRefNum table entry), ``known`` (the entry is the
+    fill's), ``mine`` (the live order of the entry's side), ``own`` (it is the filled order),
+    ``remaining`` (its open quantity less the fill's), ``new_position`` / ``new_cash``
+    (clamped) and ``position_saturated`` / ``cash_saturated``; for a control request ``ctl``
+    (the payload), ``ctl_ok``, ``new_params`` (the parameters after a valid write) and
+    ``answer`` (a read's); ``terms`` (the terms of the new account or parameters).
     """
     p = Signal(layout, name="event_plan")
     kind, live = ev.kind, ev.live
@@ -297,71 +296,54 @@ def event_plan(m, ev, layout, zero) -> Signal:  # noqa: PLR0915 - one decision t
             m.d.comb += p.counts.pull_kill.eq(1)
 
     with m.If(kind == EventKind.FILL):
-        fill, entry = ev.fill, ev.entry
-        known = entry.valid & (entry.ref == fill.user_ref)
-        with m.If(~known):
+        with m.If(~ev.known):
             m.d.comb += p.counts.unknown_fill.eq(1)
         with m.Else():
-            pos_v, cash_v = ev.pos_sum, ev.cash_sum
             m.d.comb += [
                 p.counts.fills.eq(1),
-                p.counts.position_saturated.eq((pos_v < _I32[0]) | (pos_v > _I32[1])),
-                p.counts.cash_saturated.eq((cash_v < _I64[0]) | (cash_v > _I64[1])),
+                p.counts.position_saturated.eq(ev.position_saturated),
+                p.counts.cash_saturated.eq(ev.cash_saturated),
                 p.account_write.eq(1),
                 p.account.position.eq(ev.new_position),
                 p.account.cash.eq(ev.new_cash),
                 p.terms_write.eq(1),
                 p.terms.eq(ev.terms),
             ]
-            mine = Signal(live_layout)
-            m.d.comb += mine.eq(Mux(entry.side, live[1].as_value(), live[0].as_value()))
-            with m.If(~mine.valid | (mine.ref != fill.user_ref)):
+            with m.If(~ev.own):
                 m.d.comb += p.counts.late_fill.eq(1)
             with m.Else():
-                remaining = Signal(signed(34))
-                m.d.comb += remaining.eq(mine.open - fill.quantity)
-                m.d.comb += p.counts.overfill.eq(remaining < 0)
+                m.d.comb += p.counts.overfill.eq(ev.remaining < 0)
                 for s in (0, 1):
-                    with m.If(entry.side == s):
+                    with m.If(ev.entry.side == s):
                         m.d.comb += p.live_write[s].eq(1)
-                        with m.If(remaining > 0):
-                            m.d.comb += [p.live[s].eq(mine), p.live[s].open.eq(remaining)]
+                        with m.If(ev.remaining > 0):
+                            m.d.comb += [p.live[s].eq(ev.mine), p.live[s].open.eq(ev.remaining)]
 
     with m.If(kind == EventKind.CTL):
-        ctl = ev.ctl
         ok_all = ev.ctl_ok & ev.locate_ok
         with m.If(~ok_all):
             m.d.comb += p.counts.bad_ctl.eq(1)
-        with m.If(ctl.write & ok_all):
+        with m.If(ev.ctl.write & ok_all):
             m.d.comb += [
                 p.params_write.eq(1),
                 p.params.eq(ev.new_params),
                 p.terms_write.eq(1),
                 p.terms.eq(ev.terms),
             ]
-        with m.If(~ctl.write):
-            answer = Signal(64)
-            with m.Switch(ctl.field):
-                for f in Field:
-                    with m.Case(f):
-                        if f == Field.POSITION:
-                            m.d.comb += answer.eq(ev.account.position)
-                        elif f == Field.CASH:
-                            m.d.comb += answer.eq(ev.account.cash)
-                        elif f == Field.TICK:
-                            m.d.comb += answer.eq(Mux(ev.params.tick100, 100, 1))
-                        else:
-                            m.d.comb += answer.eq(getattr(ev.params, f.name.lower()))
-            m.d.comb += [p.answer_valid.eq(1), p.answer.eq(Mux(ok_all, answer, 0))]
+        with m.If(~ev.ctl.write):
+            m.d.comb += [p.answer_valid.eq(1), p.answer.eq(Mux(ok_all, ev.answer, 0))]
     return p
 
 
-def control_write(m, ctl, params) -> tuple[Signal, Signal]:
-    """``(ok, new_params)`` of control request ``ctl`` against the current ``params``.
+def control_write(m, ctl, params, account) -> tuple[Signal, Signal, Signal]:
+    """``(valid, new_params, answer)`` of control request ``ctl`` for ``params``, ``account``.
 
-    ``ok``: a read of any field, or a write of a value the model accepts
-    (``QuoteParams.validate``) to a writable field; ``new_params``: ``params`` with the field
-    written (for a valid write).
+    ``valid``: one bit per :class:`Field` number (16), set when a request for that field is
+    acceptable: a read of any field, or a write of a value the model accepts
+    (``QuoteParams.validate``) to a writable field (the request is valid when the bit of its
+    field is set; computed for every field at once so the choice can be registered apart).
+    ``new_params``: ``params`` with the field written (for a valid write); ``answer``: the
+    field's value (for a read).
     """
     field, value = ctl.field, ctl.value
     signed_value = value.as_signed()
@@ -372,25 +354,36 @@ def control_write(m, ctl, params) -> tuple[Signal, Signal]:
         Field.BAND_BPS: (value >= 1) & (value < 2**16),
         Field.ENABLED: value < 2,
         Field.MAX_LOSS: Const(1),
+        Field.POSITION: Const(0),
+        Field.CASH: Const(0),
     }
-    ok = Signal(name="ctl_ok")
+    valid = Signal(16, name="ctl_valid")
+    for f in Field:
+        if f in checks:
+            check = checks[f]
+        else:
+            check = value >> PARAM_FIELDS[f.name.lower()][0] == 0
+        m.d.comb += valid[f.value].eq(~ctl.write | check)
     new = Signal(params_layout, name="ctl_params")
+    answer = Signal(64, name="ctl_answer")
     m.d.comb += new.eq(params)
     with m.Switch(field):
         for f in Field:
             with m.Case(f):
-                if f in (Field.POSITION, Field.CASH):
-                    m.d.comb += ok.eq(~ctl.write)
-                    continue
-                if f in checks:
-                    m.d.comb += ok.eq(~ctl.write | checks[f])
+                if f == Field.POSITION:
+                    m.d.comb += answer.eq(account.position)
+                elif f == Field.CASH:
+                    m.d.comb += answer.eq(account.cash)
+                elif f == Field.TICK:
+                    m.d.comb += answer.eq(Mux(params.tick100, 100, 1))
                 else:
-                    width = PARAM_FIELDS[f.name.lower()][0]
-                    m.d.comb += ok.eq(~ctl.write | (value >> width == 0))
+                    m.d.comb += answer.eq(getattr(params, f.name.lower()))
+                if f in (Field.POSITION, Field.CASH):
+                    continue
                 target = "tick100" if f == Field.TICK else f.name.lower()
                 stored = (value == 100) if f == Field.TICK else value
                 m.d.comb += getattr(new, target).eq(stored)
-    return ok, new
+    return valid, new, answer
 
 
 def first_pull(reasons):

@@ -433,6 +433,7 @@ def synthesize(symbols: int = 1024, ref_window: int = 4096, arity: int = 2) -> d
         )
         log = run.stderr
     fmax = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", log)
+    critical = _critical_path(log)
     usage = {}
     for cell in ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D", "TRELLIS_RAMW"):
         found = re.search(rf"{cell}:\s+(\d+)/\s*(\d+)", log)
@@ -440,8 +441,28 @@ def synthesize(symbols: int = 1024, ref_window: int = 4096, arity: int = 2) -> d
             usage[cell] = (int(found[1]), int(found[2]))
     return {
         "fmax_mhz": float(fmax[-1]) if fmax else None,
+        "critical_path": critical,
         "usage": usage,
         "returncode": run.returncode,
+    }
+
+
+def _critical_path(log: str) -> dict | None:
+    """The post-route critical path of a nextpnr log: start and end cells, delay, and how much
+    of it is routing."""
+    blocks = log.split("Critical path report for clock")
+    if len(blocks) < 2:
+        return None
+    steps = re.findall(r"Info:\s+(clk-to-q|logic|routing|setup)\s+([\d.]+)\s+([\d.]+)", blocks[-1])
+    cells = re.findall(r"(?:Source|Sink) (\S+)", blocks[-1])
+    if not steps or not cells:
+        return None
+    routing = sum(float(curr) for kind, curr, _ in steps if kind == "routing")
+    return {
+        "from": cells[0],
+        "to": cells[-1],
+        "ns": float(steps[-1][2]),
+        "routing_ns": round(routing, 2),
     }
 
 

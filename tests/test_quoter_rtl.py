@@ -27,6 +27,7 @@ from tick2quote.hdl.pricing_terms import S_MAX, terms_datapath, terms_layout, te
 from tick2quote.hdl.quoter import Quoter
 from tick2quote.hdl.quoterstate import (
     COUNTERS,
+    account_layout,
     counter_layout,
     ctl_layout,
     params_layout,
@@ -108,12 +109,11 @@ def test_coefficient_products_are_exact_for_every_parameter(numerator, divisor, 
 class _TermsBench(wiring.Component):
     params: In(params_layout)
     position: In(signed(32))
-    cash: In(signed(64))
     terms: Out(terms_layout)
 
     def elaborate(self, platform):
         m = Module()
-        terms, self.depth = terms_datapath(m, self.params, self.position, self.cash)
+        terms, self.depth = terms_datapath(m, self.params, self.position)
         m.d.comb += self.terms.eq(terms)
         return m
 
@@ -129,12 +129,11 @@ def test_terms_datapath_matches_its_definition():
     async def bench(ctx):
         for _ in range(300):
             p = random_params(rng)
-            pos, cash = _position(rng), rng.choice((0, rng.randint(-(2**63), 2**63 - 1)))
+            pos = _position(rng)
             ctx.set(dut.params.as_value(), params_word(p))
             ctx.set(dut.position, pos)
-            ctx.set(dut.cash, cash)
             await ctx.tick().repeat(dut.depth + 1)
-            assert ctx.get(dut.terms.as_value()) == terms_word(p, pos, cash), (p, pos, cash)
+            assert ctx.get(dut.terms.as_value()) == terms_word(p, pos), (p, pos)
 
     sim = Simulator(dut)  # elaborates: sets dut.depth
     sim.add_clock(1e-8)
@@ -153,6 +152,7 @@ class _QuoteBench(wiring.Component):
     params: In(params_layout)
     terms: In(terms_layout)
     position: In(signed(32))
+    cash: In(signed(64))
     bid: In(32)
     ask: In(32)
     live: In(data.ArrayLayout(32, 2))
@@ -163,12 +163,13 @@ class _QuoteBench(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p, t = Signal(params_layout), Signal(terms_layout)
-        pos, book = Signal(signed(32)), Signal(_book_layout)
+        account, book = Signal(account_layout), Signal(_book_layout)
         live = [Signal(32), Signal(32)]
-        m.d.sync += [p.eq(self.params), t.eq(self.terms), pos.eq(self.position)]
+        m.d.sync += [p.eq(self.params), t.eq(self.terms), account.position.eq(self.position)]
+        m.d.sync += account.cash.eq(self.cash)
         m.d.sync += [book.bid_px.eq(self.bid), book.ask_px.eq(self.ask)]
         m.d.sync += [book.mid.eq((self.bid + self.ask) >> 1), Cat(*live).eq(self.live)]
-        q = quote_datapath(m, book, p, t, pos, live)
+        q = quote_datapath(m, book, p, t, account, live)
         flags = (q.bid_reject, q.ask_reject, q.edge, q.loss, q.bid_same, q.ask_same)
         m.d.comb += [self.bid_px.eq(q.bid_px), self.ask_px.eq(q.ask_px), self.flags.eq(Cat(*flags))]
         return m
@@ -241,8 +242,9 @@ def test_quote_datapath_matches_the_model(seed, count):
                 live = [v if 0 <= v < 2**32 else 0 for v in live]
                 lives.append(live)
                 ctx.set(dut.params.as_value(), params_word(p))
-                ctx.set(dut.terms.as_value(), terms_word(p, pos, cash))
+                ctx.set(dut.terms.as_value(), terms_word(p, pos))
                 ctx.set(dut.position, pos)
+                ctx.set(dut.cash, cash)
                 ctx.set(dut.bid, bid)
                 ctx.set(dut.ask, ask)
                 ctx.set(dut.live.as_value(), live[0] | live[1] << 32)
