@@ -13,6 +13,7 @@ with ``YOWASP_CACHE_DIR`` / ``XDG_CACHE_HOME``), not into the user's home.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -22,6 +23,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..host.session import session_token
+from .capacity import Capacity, DeviceIdentity, write_session
 
 __all__ = [
     "BOARDS",
@@ -89,6 +93,8 @@ class BuildReport:
     board: str
     device: str
     build_dir: Path
+    #: The core capacity built (``SYMBOLSxORDERS``).
+    capacity: str = ""
     clocks: dict[str, ClockTiming] = field(default_factory=dict)
     #: nextpnr cell type -> (used, available).
     utilisation: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -192,24 +198,35 @@ def toolchain_environment() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def run_build(board: str, *, capacity: int | None = None, core_clock: float = 156.25e6,
-              build_dir: Path | None = None, core_factory=None) -> BuildReport:  # fmt: skip
+def run_build(board: str, *, capacity: Capacity | str | None = None, core_clock: float = 156.25e6,
+              identity: DeviceIdentity | None = None, build_dir: Path | None = None,
+              core_factory=None) -> BuildReport:  # fmt: skip
     """Build ``board``'s top and return its :class:`BuildReport`.
 
     ECP5 boards: synthesis, place and route, bitstream; raises :class:`BuildError` when a tool
     fails (nextpnr fails when a clock misses its constraint: the report is still parsed and
     attached as ``error.report``). KCU105: writes the Vivado project and returns a report with
     ``project`` set and no bitstream.
+
+    The device's session token is ``identity.token`` or, when that is None, the one kept in
+    the build directory (drawn the first time, mode 0600); the register description is
+    written beside it (``built.json``) for ``t2q run --twin-build``.
     """
+    if isinstance(capacity, str):
+        capacity = Capacity.parse(capacity)
+    build_dir = Path(build_dir) if build_dir is not None else BUILD_ROOT / board
+    identity = identity or DeviceIdentity()
+    if identity.token is None:
+        identity = dataclasses.replace(identity, token=session_token(build_dir)[0])
     top_cls = board_top(board)
-    kwargs = {"capacity": capacity, "core_clock": core_clock}
+    kwargs = {"capacity": capacity, "core_clock": core_clock, "identity": identity}
     if core_factory is not None:
         kwargs["core_factory"] = core_factory
     top = top_cls(**kwargs)
     platform = top_cls.make_platform()
-    build_dir = Path(build_dir) if build_dir is not None else BUILD_ROOT / board
     device = f"{platform.device}-{platform.speed}{getattr(platform, 'package', '')}"
-    report = BuildReport(board=board, device=device, build_dir=build_dir)
+    report = BuildReport(board=board, device=device, build_dir=build_dir,
+                         capacity=str(top.capacity))  # fmt: skip
     started = time.monotonic()
     if hasattr(top, "add_files"):
         top.add_files(platform)
@@ -232,6 +249,9 @@ def run_build(board: str, *, capacity: int | None = None, core_clock: float = 15
             report.bitstream = build_dir / "top.bit"
             _read_log(report)
     report.wall_seconds = time.monotonic() - started
+    core = getattr(top, "core", None)
+    describe = core.describe() if hasattr(core, "describe") else None
+    write_session(build_dir, top.config, describe)
     return report
 
 

@@ -1,7 +1,7 @@
 """Great Scott Gadgets ButterStick r1.0 (LFE5UM5G-85F, speed grade 8) with its RGMII PHY.
 
 The seven RGB LEDs share their colour lines: the green line is held on and LEDs 0..3 show link,
-activity, kill and core digest.
+frames received, kill switch and frames sent.
 """
 
 from amaranth.hdl import Module, Signal
@@ -17,7 +17,6 @@ class ButterStickTop(Ecp5BoardTop):
     """Board top for the ButterStick (see :class:`~.top.Ecp5BoardTop`)."""
 
     board = "butterstick"
-    default_capacity = 65536
     eth_port = 0
 
     @classmethod
@@ -31,7 +30,7 @@ class ButterStickTop(Ecp5BoardTop):
         m.d.comb += [
             green.o.eq(1),
             lines.o[0].eq(roles["link"]),
-            lines.o[1].eq(roles["activity"]),
+            lines.o[1].eq(roles["rx"]),
             lines.o[2].eq(roles["kill"]),
-            lines.o[3].eq(roles["digest"]),
+            lines.o[3].eq(roles["tx"]),
         ]

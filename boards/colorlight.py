@@ -1,13 +1,14 @@
 """Colorlight 5A-75B r7.0 (LFE5U-25F, speed grade 6): a reduced-capacity build.
 
 The board has two RGMII PHYs; the top uses port 0 for both directions. It has a single LED: it
-is lit while the kill switch is on, otherwise it shows activity XOR the core digest.
+is lit while the kill switch is on, otherwise it flashes with frames received or sent.
 """
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import io
 from amaranth_boards.colorlight_5a75b_r7_0 import Colorlight_5A75B_R70Platform
 
+from .capacity import Capacity
 from .top import Ecp5BoardTop
 
 __all__ = ["ColorlightTop"]
@@ -17,7 +18,7 @@ class ColorlightTop(Ecp5BoardTop):
     """Board top for the Colorlight 5A-75B (see :class:`~.top.Ecp5BoardTop`)."""
 
     board = "colorlight"
-    default_capacity = 4096
+    default_capacity = Capacity(symbols=64, orders=1024)
     eth_port = 0
 
     @classmethod
@@ -26,4 +27,4 @@ class ColorlightTop(Ecp5BoardTop):
 
     def drive_leds(self, platform, m: Module, roles: dict[str, Signal]) -> None:
         m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
-        m.d.comb += led.o.eq(Mux(roles["kill"], 1, roles["activity"] ^ roles["digest"]))
+        m.d.comb += led.o.eq(Mux(roles["kill"], 1, roles["rx"] | roles["tx"]))

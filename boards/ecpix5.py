@@ -1,7 +1,7 @@
 """LambdaConcept ECPIX-5 85F (LFE5UM5G-85F, speed grade 8) with its RGMII Gigabit PHY.
 
-LEDs (the four RGB LEDs, one colour each): 0 green = link, 1 green = activity, 2 red = kill,
-3 blue = core digest.
+LEDs (the four RGB LEDs, one colour each): 0 green = link, 1 green = frames received, 2 red =
+kill switch on, 3 blue = frames sent.
 """
 
 from amaranth.hdl import Module, Signal
@@ -17,7 +17,6 @@ class Ecpix5Top(Ecp5BoardTop):
     """Board top for the ECPIX-5 85F (see :class:`~.top.Ecp5BoardTop`)."""
 
     board = "ecpix5"
-    default_capacity = 65536
     eth_port = 0
 
     @classmethod
@@ -26,7 +25,7 @@ class Ecpix5Top(Ecp5BoardTop):
 
     def drive_leds(self, platform, m: Module, roles: dict[str, Signal]) -> None:
         for index, (role, colour) in enumerate(
-            [("link", "g"), ("activity", "g"), ("kill", "r"), ("digest", "b")]
+            [("link", "g"), ("rx", "g"), ("kill", "r"), ("tx", "b")]
         ):
             led = platform.request("rgb_led", index, dir="-")
             m.submodules[f"led_{role}"] = buffer = io.Buffer("o", getattr(led, colour))

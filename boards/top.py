@@ -1,15 +1,18 @@
 """The generic ECP5 board top: PLL, RGMII, 1 GbE MAC, clock/width crossing, LEDs, the core.
 
 A board module subclasses :class:`Ecp5BoardTop`, names its platform and Ethernet port, and maps
-the LED roles (``link``, ``activity``, ``kill``, ``digest``) onto its LEDs. The core comes
-from a factory, ``core_factory(capacity=...)``, returning a ``wiring.Component`` with
+the LED roles (``link``, ``rx``, ``tx``, ``kill``) onto its LEDs. The core is the full trading
+core, :class:`~tick2quote.hdl.core.Core`, built from the board's :class:`~.capacity.Capacity`
+and the device's :class:`~.capacity.DeviceIdentity` (``core_factory(config)`` may name another
+component with the same ports:
 
 - ``rx: In(stream.Signature(beat_layout))``: frames from the MAC, never back-pressured;
 - ``tx: Out(stream.Signature(beat_layout))``: frames to send;
 - ``kill: Out(1)``: the kill switch state;
 
-all in its ``sync`` domain, which the top clocks at ``core_clock``. Extra board constraints are
-read from ``constraints/<board>/*.lpf`` and appended to the generated preferences file.
+all in its ``sync`` domain, which the top clocks at ``core_clock``). The core's tick-record
+DMA input is left idle: on these boards tick records arrive over UDP. Extra board constraints
+are read from ``constraints/<board>/*.lpf`` and appended to the generated preferences file.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from pathlib import Path
 from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, Signal
 from amaranth.lib import io
 from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
+from tick2quote.hdl.core import Core
+from tick2quote.hdl.coremap import CoreConfig
 
+from .capacity import Capacity, DeviceIdentity, board_config
 from .ethernet import GmiiEthernet
-from .interim import InterimCore
 from .pll import Ecp5Pll, solve_ecp5_pll
 from .rgmii import RgmiiInterface
 
@@ -46,9 +51,14 @@ class Ecp5BoardTop(Elaboratable):
     Parameters
     ----------
     core_factory:
-        Called as ``core_factory(capacity=capacity)``; the default is the interim core.
+        Called as ``core_factory(config)`` with the board's
+        :class:`~tick2quote.hdl.coremap.CoreConfig`; the default is the full core.
     capacity:
-        Passed to the factory (``None``: the board's :attr:`default_capacity`).
+        A :class:`~.capacity.Capacity` or its text (``"256x8192"``); None: the board's
+        :attr:`default_capacity`.
+    identity:
+        The device's :class:`~.capacity.DeviceIdentity`; with no token, one is drawn at
+        random (:attr:`config` holds it; ``t2q build`` keeps it in the build directory).
     core_clock:
         Requested core clock in Hz; the PLL reaches it as closely as its dividers allow
         (:attr:`pll_plan` tells the frequency actually set, which the build constrains).
@@ -56,20 +66,26 @@ class Ecp5BoardTop(Elaboratable):
 
     #: Short board name, also the folder under ``constraints/``.
     board = ""
-    #: Core capacity used when none is given.
-    default_capacity: int | None = None
+    #: Core capacity used when none is given: the largest that fits the device.
+    default_capacity = Capacity(symbols=256, orders=8192)
     #: ``eth_rgmii`` resource number.
     eth_port = 0
 
-    def __init__(self, core_factory: Callable[..., object] = InterimCore, *,
-                 capacity: int | None = None, core_clock: float = DEFAULT_CORE_CLOCK):  # fmt: skip
-        if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
-            raise ValueError(f"capacity must be a positive integer, not {capacity!r}")
+    def __init__(self, core_factory: Callable[[CoreConfig], object] = Core, *,
+                 capacity: Capacity | str | None = None, identity: DeviceIdentity | None = None,
+                 core_clock: float = DEFAULT_CORE_CLOCK):  # fmt: skip
+        if isinstance(capacity, str):
+            capacity = Capacity.parse(capacity)
+        if capacity is not None and not isinstance(capacity, Capacity):
+            raise ValueError(f"capacity must be a Capacity or SYMBOLSxORDERS, not {capacity!r}")
         if not isinstance(core_clock, (int, float)) or not 1e6 <= core_clock <= 400e6:
             raise ValueError(f"core_clock must be within 1 .. 400 MHz, not {core_clock!r}")
+        identity = (identity or DeviceIdentity()).with_token()
         self.core_factory = core_factory
         self.capacity = capacity if capacity is not None else self.default_capacity
         self.core_clock = float(core_clock)
+        self.config = board_config(self.capacity, identity, clock_hz=self.core_clock)
+        self.core = None
         self.pll_plan = None
 
     # -- what a board module provides
@@ -128,7 +144,7 @@ class Ecp5BoardTop(Elaboratable):
             rgmii.txd.eq(eth.txd),
         ]
 
-        m.submodules.core = core = self.core_factory(capacity=self.capacity)
+        m.submodules.core = core = self.core = self.core_factory(self.config)
         m.d.comb += [
             core.rx.valid.eq(eth.rx.valid),
             core.rx.payload.eq(eth.rx.payload),
@@ -160,19 +176,21 @@ class Ecp5BoardTop(Elaboratable):
         link = Signal()
         m.d.comb += link.eq(~quiet.all())
 
-        # activity: a frame reached the core or left it recently.
-        stretch = Signal(_LED_STRETCH_BITS)
-        frame_end = (eth.rx.valid & eth.rx.payload.last) | (
-            eth.tx.valid & eth.tx.ready & eth.tx.payload.last
-        )
-        with m.If(frame_end):
+        return {
+            "link": link,
+            "rx": self._stretched(m, eth.rx.valid & eth.rx.payload.last, "rx"),
+            "tx": self._stretched(m, eth.tx.valid & eth.tx.ready & eth.tx.payload.last, "tx"),
+            "kill": core.kill,
+        }
+
+    @staticmethod
+    def _stretched(m: Module, pulse, name: str) -> Signal:
+        """``pulse`` held high for some 27 ms, so that an LED shows it."""
+        stretch = Signal(_LED_STRETCH_BITS, name=f"{name}_stretch")
+        with m.If(pulse):
             m.d.sync += stretch.eq((1 << _LED_STRETCH_BITS) - 1)
         with m.Elif(stretch != 0):
             m.d.sync += stretch.eq(stretch - 1)
-        activity = Signal()
-        m.d.comb += activity.eq(stretch != 0)
-
-        digest = Signal()
-        if "digest" in core.signature.members:
-            m.d.comb += digest.eq(core.digest)
-        return {"link": link, "activity": activity, "kill": core.kill, "digest": digest}
+        lit = Signal(name=f"{name}_led")
+        m.d.comb += lit.eq(stretch != 0)
+        return lit

@@ -20,24 +20,35 @@ def _fraction(pair) -> str:
 
 @click.command()
 @click.option("--board", required=True, type=click.Choice(_BOARDS), help="Board to build for.")
-@click.option("--capacity", type=click.IntRange(min=1), default=None,
-              help="Core capacity (orders); default: the board's.")  # fmt: skip
+@click.option("--capacity", default=None, metavar="SYMBOLSxORDERS",
+              help="Core capacity, e.g. 256x8192; default: the board's.")  # fmt: skip
+@click.option("--ip", default=None, help="The device's IPv4 address (default 192.168.1.2).")
+@click.option("--peer", "peers", multiple=True, required=True,
+              help="Host IPv4 allowed on the control port (repeat; no other one).")  # fmt: skip
+@click.option("--token", default=None,
+              help="Session token (0x hex); default: drawn once, kept in DIR/token.")  # fmt: skip
 @click.option("--core-clock", type=float, default=156.25, show_default=True,
               help="Requested core clock in MHz.")  # fmt: skip
 @click.option("--build-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Build directory (default: build/boards/<board>).")  # fmt: skip
 @click.option("--program", is_flag=True, help="Load the bitstream with openFPGALoader.")
-def build(board, capacity, core_clock, build_dir, program):
+def build(board, capacity, ip, peers, token, core_clock, build_dir, program):
     """Synthesise, place and route a board top; print Fmax per clock and utilisation.
 
     For the KCU105 (no Vivado here) the complete Vivado project is written instead.
     """
     from ..boards import build as board_build
+    from ..boards.capacity import DeviceIdentity
 
     try:
+        identity = DeviceIdentity(
+            peers=tuple(peers), token=None if token is None else int(token, 0),
+            **({"ip": ip} if ip else {}),
+        )  # fmt: skip
         report = board_build.run_build(
-            board, capacity=capacity, core_clock=core_clock * 1e6, build_dir=build_dir
-        )
+            board, capacity=capacity, core_clock=core_clock * 1e6, build_dir=build_dir,
+            identity=identity,
+        )  # fmt: skip
     except board_build.BuildError as exc:
         partial = getattr(exc, "report", None)
         if partial is not None:
@@ -54,7 +65,8 @@ def build(board, capacity, core_clock, build_dir, program):
 
 
 def _print_report(report) -> None:
-    click.echo(f"board {report.board} ({report.device}), {report.wall_seconds:.1f} s")
+    click.echo(f"board {report.board} ({report.device}), capacity {report.capacity}, "
+               f"{report.wall_seconds:.1f} s")  # fmt: skip
     if report.project is not None:
         click.echo(f"Vivado not run: project written to {report.project.parent} "
                    f"(run `vivado -mode batch -source {report.project.name}` there)")  # fmt: skip
@@ -67,3 +79,5 @@ def _print_report(report) -> None:
                f"block RAM {_fraction(report.block_ram)}, DSP {_fraction(report.dsp)}")  # fmt: skip
     if report.bitstream is not None:
         click.echo(f"  bitstream {report.bitstream}")
+        click.echo(f"  session   {report.build_dir / 'token'} (reach it with "
+                   f"`t2q run -t udp://IP:PORT --twin-build {report.build_dir}`)")  # fmt: skip

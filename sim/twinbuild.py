@@ -36,7 +36,6 @@ import inspect
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from pathlib import Path
 
 from ..hdl.coremap import CoreConfig
 from ..hdl.layouts import beat_layout
+from ..host.session import session_token
 from .harness import REPO_ROOT, _environment, _locked, _write_if_changed
 
 __all__ = [
@@ -283,16 +283,6 @@ def wrapper_verilog(verilog: str, module: str = CORE_MODULE) -> str:
     )
 
 
-def _token(directory: Path) -> tuple[int, Path]:
-    """The cache's session token, drawn and stored (mode 0600) the first time."""
-    path = directory / "token"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{secrets.randbits(64):#018x}\n")
-    return int(path.read_text().strip(), 16), path
-
-
 def _verilate(directory: Path, cflags: str = "", ldflags: str = "") -> None:
     log = directory / "build.log"
     obj = directory / "obj"
@@ -356,7 +346,7 @@ def build_twin(
     with _locked(directory):
         token_path = None
         if random_token:
-            token, token_path = _token(directory)
+            token, token_path = session_token(directory)
             config = dataclasses.replace(config, token=token)
         binary = directory / BINARY
         done = directory / "built.json"
