@@ -59,6 +59,7 @@ top_of_book_layout = data.StructLayout(
         "stale": 1,
         "sequence": 64,
         "stamp": 32,
+        "unknown": 1,
     }
 )
 
@@ -141,6 +142,9 @@ class OrderBook(wiring.Component):
     reset); applies to events accepted after the write cycle.
     state_locate -> state: the last ``TRADING`` state byte of a symbol (``'T'`` after reset),
     one cycle after the address.
+    stale_locate -> stale_now: the symbol's sticky stale flag (gaps, refusals, recoveries) in
+    the same cycle; a record's ``stale`` is that flag or ``unknown`` (a best price not known
+    because its ladder lost track of levels).
     counters: :data:`counter_layout`. clearing: the reset-time sweep is running.
 
     ``mark_stale_all`` and the recover inputs act after an event finishing in the same cycle;
@@ -171,6 +175,8 @@ class OrderBook(wiring.Component):
                 "mask_tracked": In(1),
                 "state_locate": In(16),
                 "state": Out(8),
+                "stale_locate": In(16),
+                "stale_now": Out(1),
                 "counters": Out(counter_layout),
                 "clearing": Out(1),
             }
@@ -311,6 +317,7 @@ class OrderBook(wiring.Component):
                 rec.stale.eq(sticky | best_unknown(bid_ladder) | best_unknown(ask_ladder)),
                 rec.sequence.eq(ev.sequence),
                 rec.stamp.eq(ev.stamp),
+                rec.unknown.eq(best_unknown(bid_ladder) | best_unknown(ask_ladder)),
             ]
             return rec
 
@@ -330,7 +337,10 @@ class OrderBook(wiring.Component):
         after = top(new_bids, new_asks, sticky_now | refused)
         unknown_before = Mux(second, saved_unknown, best_unknown(old))
         unknown_after = best_unknown(update.new)
-        changed = (before.as_value() != after.as_value()) & is_book & locate_ok & (tracked | second)
+        # ``unknown`` is part of ``stale`` already: a record changes with what the model sees
+        seen = len(before.as_value()) - 1
+        differs = before.as_value()[:seen] != after.as_value()[:seen]
+        changed = differs & is_book & locate_ok & (tracked | second)
 
         # ------------------------------------------------------------ commit
         with m.If(issue_second):
@@ -382,6 +392,7 @@ class OrderBook(wiring.Component):
         at_recover = _decode(m, self.recover_locate[:lb], lb, "at_recover")
         recovered = marked & ~Mux(self.recover, at_recover, 0)
         m.d.sync += stale.eq(Mux(self.recover_all, 0, recovered))
+        m.d.comb += self.stale_now.eq(stale.bit_select(self.stale_locate[:lb], 1))
 
         with m.If(finish & changed):
             m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(after)]

@@ -193,6 +193,10 @@ class Core(wiring.Component):
         wiring.connect(m, tick.o, dispatch.tick)
         wiring.connect(m, dispatch.book, book.i)
         wiring.connect(m, dispatch.trading, quoter.trading)
+        m.d.comb += [
+            book.stale_locate.eq(dispatch.stale_locate),
+            dispatch.book_stale.eq(book.stale_now),
+        ]
         wiring.connect(m, dispatch.directory, egress.directory)
         stale_marks = Signal(32)
         recover = _epoch_pulse(m, regs.recover_epoch, "recover")

@@ -36,6 +36,10 @@ class EventDispatcher(wiring.Component):
     quiet : In(1)
         High while no event given to the book has a top-of-book update still on its way to
         the quoter.
+    stale_locate : Out(16), book_stale : In(1)
+        The head event's locate, and the book's sticky stale flag of that locate in the same
+        cycle: a ``TRADING`` event carries it, so the quoter judges the book as it is now (a
+        gap or a recovery since the symbol's last top-of-book update included).
     """
 
     def __init__(self):
@@ -47,6 +51,8 @@ class EventDispatcher(wiring.Component):
                 "trading": Out(stream.Signature(trading_layout)),
                 "directory": Out(stream.Signature(directory_layout)),
                 "quiet": In(1),
+                "stale_locate": Out(16),
+                "book_stale": In(1),
             }
         )
 
@@ -68,8 +74,10 @@ class EventDispatcher(wiring.Component):
             self.directory.payload.locate.eq(head.locate),
             self.directory.payload.stock.eq(head.stock),
             self.directory.valid.eq(head_valid & is_dir & self.book.ready),
+            self.stale_locate.eq(head.locate),
             self.trading.payload.locate.eq(head.locate),
             self.trading.payload.state.eq(head.code),
+            self.trading.payload.stale.eq(self.book_stale),
             self.trading.valid.eq(head_valid & is_trading & self.quiet),
         ]
         taken = (self.book.valid & self.book.ready) | (self.trading.valid & self.trading.ready)

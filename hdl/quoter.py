@@ -243,6 +243,7 @@ class Quoter(wiring.Component):
         f_mid = Signal(32)
         f_book_wait = Signal()  # a trading event waits for its stored book
         f_state = Signal(8)
+        f_sticky = Signal()  # a trading event's stale flag of the book, as it is now
         f_fill = Signal(fill_layout)
         f_ctl = Signal(ctl_layout)
         f_entry = Signal(ref_layout)
@@ -315,6 +316,7 @@ class Quoter(wiring.Component):
                 f_mid.eq((tob_p.bid_px + tob_p.ask_px) >> 1),
                 f_book_wait.eq(in_trading & ok(in_locate)),
                 f_state.eq(self.trading.payload.state),
+                f_sticky.eq(self.trading.payload.stale),
                 f_fill.eq(self.fill.payload),
                 f_ctl.eq(self.ctl.payload),
                 f_lookup.eq(Mux(in_fill, 2, 0)),
@@ -370,7 +372,8 @@ class Quoter(wiring.Component):
                 f_tob.bid_sz.eq(stored.bid_sz),
                 f_tob.ask_px.eq(stored.ask_px),
                 f_tob.ask_sz.eq(stored.ask_sz),
-                f_tob.stale.eq(stored.stale),
+                f_tob.stale.eq(f_sticky | stored.unknown),
+                f_tob.unknown.eq(stored.unknown),
                 f_mid.eq((stored.bid_px + stored.ask_px) >> 1),
             ]
         # the fetch stage starts evaluation when its state is in the cache
@@ -398,6 +401,7 @@ class Quoter(wiring.Component):
                 ev.book.ask_px.eq(tob_fetched.ask_px),
                 ev.book.ask_sz.eq(tob_fetched.ask_sz),
                 ev.book.stale.eq(tob_fetched.stale),
+                ev.book.unknown.eq(tob_fetched.unknown),
                 ev.mid.eq(Mux(fast, (tob_p.bid_px + tob_p.ask_px) >> 1, f_mid)),
                 ev.fill.eq(f_fill),
                 ev.ctl.eq(f_ctl),

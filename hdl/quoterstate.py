@@ -92,10 +92,12 @@ params_layout = data.StructLayout(
 #: read it (the answer comes on ``ctl_data``).
 ctl_layout = data.StructLayout({"write": 1, "locate": 16, "field": Field, "value": 64})
 #: A trading state change (the ITCH 'H' state byte).
-trading_layout = data.StructLayout({"locate": 16, "state": 8})
+trading_layout = data.StructLayout({"locate": 16, "state": 8, "stale": 1})
 live_layout = data.StructLayout({"valid": 1, "ref": 32, "price": 32, "sent": 32, "open": 32})
 meta_layout = data.StructLayout({"sent_any": 1, "last": 32, "state": 8})
-bbo_layout = data.StructLayout({"bid_px": 32, "bid_sz": 32, "ask_px": 32, "ask_sz": 32, "stale": 1})
+bbo_layout = data.StructLayout(
+    {"bid_px": 32, "bid_sz": 32, "ask_px": 32, "ask_sz": 32, "stale": 1, "unknown": 1}
+)
 account_layout = data.StructLayout({"position": signed(32), "cash": signed(64)})
 ref_layout = data.StructLayout({"valid": 1, "ref": 32, "locate": 16, "side": 1})
 #: Optional hint: the locate of a top of book that will come soon (see :class:`.quoter.Quoter`).

@@ -125,6 +125,8 @@ def _itch_of_event(event):
         return itch.make("A", **common, side=side, shares=event.shares, price=event.price)
     if event.kind is EventKind.DELETE:
         return itch.make("D", **common)
+    if event.kind is EventKind.CANCEL:  # a partial cancel, as the gateware applies it
+        return itch.make("X", **common, cancelled_shares=event.shares)
     if event.kind is EventKind.REPLACE:
         return itch.make(
             "U",

@@ -106,12 +106,15 @@ def _book(rng: random.Random, mid: int) -> dict:
         ask_px = 0
         ask, ask_sz = ask_px, 0
     clip = 2**32 - 1
+    stale = int(rng.random() < 0.03)
     return {
         "bid_px": min(bid, clip),
         "bid_sz": bid_sz,
         "ask_px": min(ask, clip),
         "ask_sz": ask_sz,
-        "stale": int(rng.random() < 0.03),
+        "stale": stale,
+        # stale for want of a best price (part of ``stale``), or sticky (gap, refusal)
+        "unknown": stale & int(rng.random() < 0.5),
     }
 
 
@@ -148,13 +151,18 @@ def scenario(seed: int, symbols: int, events: int, *, kill_every: int = 0) -> St
             mids[locate] = max(1, min(HUGE_MID, mids[locate] + rng.randint(-300, 300)))
         book = _book(rng, mids[locate])
         stim.tob.append({"locate": locate, **book, "sequence": k, "stamp": rng.getrandbits(32)})
-        bbo = Bbo(book["bid_px"], book["bid_sz"], book["ask_px"], book["ask_sz"], book["stale"])
+        bbo = Bbo(*(book[k] for k in ("bid_px", "bid_sz", "ask_px", "ask_sz")), bool(book["stale"]))
         for order in nominal.on_book(locate, bbo, "T", k):
             if order.kind != "cancel":
                 issued.append(order.user_ref_num)
         if rng.random() < 0.06:
             stim.trading.append(
-                {"locate": rng.randrange(symbols), "state": ord(rng.choice("TTQHP T")), AFTER: k}
+                {
+                    "locate": rng.randrange(symbols),
+                    "state": ord(rng.choice("TTQHP T")),
+                    "stale": int(rng.random() < 0.2),  # the book's sticky flag at the time
+                    AFTER: k,
+                }
             )
         if rng.random() < 0.3 and issued:
             ref = rng.choice(
@@ -230,6 +238,7 @@ def replay(log, kills, symbols: int, ref_window: int, first_user_ref_num: int = 
     """
     model = QuoterModel(first_user_ref_num=first_user_ref_num, ref_window=ref_window)
     books: dict[int, Bbo] = {}
+    unknown: dict[int, bool] = {}
     states: dict[int, str] = {}
     orders, answers, contexts = [], [], []
     extra = Counter()
@@ -249,9 +258,14 @@ def replay(log, kills, symbols: int, ref_window: int, first_user_ref_num: int = 
                 books[locate] = Bbo(
                     p["bid_px"], p["bid_sz"], p["ask_px"], p["ask_sz"], bool(p["stale"])
                 )
+                unknown[locate] = bool(p.get("unknown", 0))
                 stamp = p["stamp"]
             else:
+                # the book as it is now: its sticky flag, and whether its best is known
                 states[locate] = chr(p["state"])
+                last = books.get(locate) or Bbo(0, 0, 0, 0, False)
+                stale = bool(p.get("stale", 0)) or unknown.get(locate, False)
+                books[locate] = dataclasses.replace(last, stale=stale)
                 stamp = cycle
             state = states.get(locate, "T")
             contexts[-1] = (

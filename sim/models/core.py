@@ -16,6 +16,7 @@ from ...host.protocol import itch
 from ...host.protocol.errors import DecodeError
 from .book import BookModel, TopOfBook
 from .ingress import IngressConfig, IngressModel
+from .parser import ITCH_KINDS
 from .quoter import Order, QuoterModel
 
 __all__ = ["CoreModel", "CoreOutput"]
@@ -83,7 +84,12 @@ class CoreModel:
         self._apply(msg, sequence, cycle, out)
 
     def _apply(self, msg, sequence, cycle: int, out: CoreOutput) -> None:
+        if msg.type not in ITCH_KINDS:
+            return  # the core's parser skips it (counted there): its book never sees it
         self.counters["messages"] += 1
+        if msg.type == "H" and msg.locate >= self.book.max_symbols:
+            self.quoter.counters["bad_locate"] += 1  # as the core's quoter: counted, ignored
+            return
         top = self.book.apply(msg, sequence)
         if top is not None:
             out.tops.append(top)
