@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..hdl.control import GUARD_COUNTERS
 from .device import Device
 from .protocol import ouch
 from .protocol.control import RESPONSE_HEADER
@@ -169,19 +170,7 @@ ROUTED = ("tickrx_frames", "tickrx_ignored")
 ROUTED_SUFFIXES = ("_filter_frames", "_filter_wrong_dst_ip", "_filter_wrong_dst_port")
 #: Per filter: the frames it saw, and the counters that share them out.
 FILTERS = ("feed_filter", "fills_filter")
-_CONTROL = (
-    "frames",
-    "ignored",
-    "truncated",
-    "malformed",
-    "wrong_port",
-    "not_peer",
-    "bad_token",
-    "busy",
-    "accepted",
-    "refused",
-    "responses",
-)  # the control plane's own counters
+_CONTROL = GUARD_COUNTERS  # the control plane's own counters
 _FILTER_CAUSES = ("accepted", "truncated", "not_ipv4", "bad_length", "bad_checksum", "fragment",
                   "not_udp", "wrong_dst_ip", "wrong_dst_port", "short_payload")  # fmt: skip
 
