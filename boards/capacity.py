@@ -67,6 +67,17 @@ class Capacity:
             raise ValueError(f"capacity {text!r} is not SYMBOLSxORDERS[xWAYS]")
         return cls(*numbers)
 
+    @classmethod
+    def coerce(cls, value: Capacity | str | None, default: Capacity) -> Capacity:
+        """``value`` as a capacity: a :class:`Capacity`, its text, or None for ``default``."""
+        if value is None:
+            return default
+        if isinstance(value, str):
+            return cls.parse(value)
+        if not isinstance(value, cls):
+            raise ValueError(f"capacity must be a Capacity or SYMBOLSxORDERS, not {value!r}")
+        return value
+
     def __str__(self) -> str:
         return f"{self.symbols}x{self.orders}" + (f"x{self.ways}" if self.ways != 4 else "")
 

@@ -118,13 +118,9 @@ class Kcu105Top(Elaboratable):
             raise ValueError(
                 f"the KCU105 core clock is the 10G IP's 156.25 MHz, not {core_clock / 1e6:g} MHz"
             )
-        if isinstance(capacity, str):
-            capacity = Capacity.parse(capacity)
-        if capacity is not None and not isinstance(capacity, Capacity):
-            raise ValueError(f"capacity must be a Capacity or SYMBOLSxORDERS, not {capacity!r}")
+        self.capacity = Capacity.coerce(capacity, self.default_capacity)
         identity = (identity or DeviceIdentity()).with_token()
         self.core_factory = core_factory
-        self.capacity = capacity if capacity is not None else self.default_capacity
         self.core_clock = DEFAULT_CORE_CLOCK
         self.config = board_config(self.capacity, identity, clock_hz=self.core_clock)
         self.core = None

@@ -74,15 +74,11 @@ class Ecp5BoardTop(Elaboratable):
     def __init__(self, core_factory: Callable[[CoreConfig], object] = Core, *,
                  capacity: Capacity | str | None = None, identity: DeviceIdentity | None = None,
                  core_clock: float = DEFAULT_CORE_CLOCK):  # fmt: skip
-        if isinstance(capacity, str):
-            capacity = Capacity.parse(capacity)
-        if capacity is not None and not isinstance(capacity, Capacity):
-            raise ValueError(f"capacity must be a Capacity or SYMBOLSxORDERS, not {capacity!r}")
+        self.capacity = Capacity.coerce(capacity, self.default_capacity)
         if not isinstance(core_clock, (int, float)) or not 1e6 <= core_clock <= 400e6:
             raise ValueError(f"core_clock must be within 1 .. 400 MHz, not {core_clock!r}")
         identity = (identity or DeviceIdentity()).with_token()
         self.core_factory = core_factory
-        self.capacity = capacity if capacity is not None else self.default_capacity
         self.core_clock = float(core_clock)
         self.config = board_config(self.capacity, identity, clock_hz=self.core_clock)
         self.core = None

@@ -338,8 +338,8 @@ class OrderBook(wiring.Component):
         unknown_before = Mux(second, saved_unknown, best_unknown(old))
         unknown_after = best_unknown(update.new)
         # ``unknown`` is part of ``stale`` already: a record changes with what the model sees
-        seen = len(before.as_value()) - 1
-        differs = before.as_value()[:seen] != after.as_value()[:seen]
+        seen = [name for name, _ in top_of_book_layout if name != "unknown"]
+        differs = Cat(before[n] for n in seen) != Cat(after[n] for n in seen)
         changed = differs & is_book & locate_ok & (tracked | second)
 
         # ------------------------------------------------------------ commit
