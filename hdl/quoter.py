@@ -261,7 +261,7 @@ class Quoter(wiring.Component):
         ev = SimpleNamespace(**{n: Signal(v, name=f"ev_{n}") for n, v in shapes.items()})
         ev.live = [ev.live_bid, ev.live_ask]
         plan = Signal(layout, name="plan")
-        zero = Signal(layout, name="zero_plan")  # 0, but read from a register (see event_plan)
+        zero = Signal(layout, name="zero_plan")  # 0, but read from a signal (evaluation_plan)
         m.d.comb += zero.eq(plan.as_value() & 0)
 
         # ------------------------------------------------------------ taking events
@@ -430,7 +430,6 @@ class Quoter(wiring.Component):
             locate_ok=ok(ev.locate),
             kill_cycle=kill_cycle,
             layout=layout,
-            zero=zero,
             arity=self.adder_arity,
         )
 

@@ -31,7 +31,7 @@ def _clamp(value, bounds):
     return Mux(value < low, low, Mux(value > high, high, value))
 
 
-def event_datapath(m, kind, ev, *, locate_ok, kill_cycle, layout, zero, arity):
+def event_datapath(m, kind, ev, *, locate_ok, kill_cycle, layout, arity):
     """The registered plan of a ``FILL``, ``CTL`` or ``KILL`` event (see the module docs).
 
     ``ev`` has the evaluation registers ``locate``, ``params``, ``account``, ``live`` (bid,
@@ -99,8 +99,7 @@ def event_datapath(m, kind, ev, *, locate_ok, kill_cycle, layout, zero, arity):
         answer=reg(answer, "ctl_answer_r"),
         terms=new_terms,
     )
-    plan = Signal(layout, name="slow_plan")
-    m.d.sync += plan.eq(event_plan(m, decided, layout, zero))
+    plan = event_plan(m, decided, layout)
     # inputs valid in cycle 1; the terms' inputs in 2 (control) or fill_depth + 2 (fill); the
     # plan register one cycle after the terms
     return plan, 2 + terms_depth + 1, fill_depth + 2 + terms_depth + 1

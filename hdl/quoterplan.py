@@ -7,7 +7,7 @@ UserRefNums issued and a control read's answer. :func:`evaluation_plan` decides 
 (:mod:`.pricing_quote`) in one cycle: it is built twice, for "the spread passes the min-edge
 test" and for "it does not", and the real test (one subtraction) picks one late.
 :func:`event_plan` decides the other events (``KILL`` sweep steps, fills, control requests),
-which have time to spare; the quoter registers it before use.
+which have time to spare, into a register.
 """
 
 from __future__ import annotations
@@ -89,18 +89,19 @@ def plan_layout(locate_bits: int, bank_bits: int) -> data.StructLayout:
 
 
 def _cancel_all(m, p, live, last, stamp) -> Signal:
-    """Cancel every live order of the plan's symbol; returns "there was one"."""
+    """Cancel every live order of the plan's symbol (registered plan ``p``); returns "there
+    was one"."""
     for s in (0, 1):
-        m.d.comb += [
+        m.d.sync += [
             p.orders[s].kind.eq(OrderKind.CANCEL),
             p.orders[s].user_ref.eq(live[s].ref),
             p.orders[s].stamp.eq(stamp),
         ]
         with m.If(live[s].valid):
-            m.d.comb += [p.order_valid[s].eq(1), p.live_write[s].eq(1)]
+            m.d.sync += [p.order_valid[s].eq(1), p.live_write[s].eq(1)]
     anyone = live[0].valid | live[1].valid
     with m.If(anyone):
-        m.d.comb += [
+        m.d.sync += [
             p.counts.cancel.eq(live[0].valid + live[1].valid),
             p.meta_write.eq(1),
             p.meta.sent_any.eq(1),
@@ -179,8 +180,10 @@ def evaluation_plan(m, ev, q, refs, layout, zero) -> Signal:
     ``qty_same`` (size equals the live order's). ``q`` is the
     :class:`~.pricing_quote.QuoteOutputs` computed with the gates of
     :func:`evaluation_inputs`; ``refs`` has ``next``, ``next1`` (``next + 1``),
-    ``room1`` and ``room2`` (one / two UserRefNums left). ``zero`` is an all-zero plan that is
-    not a constant (see :func:`event_plan`).
+    ``room1`` and ``room2`` (one / two UserRefNums left). ``zero`` is an all-zero plan computed
+    from a signal (not a constant): every bit of the plan is then driven by a process that reads
+    signals. (Icarus and Verilator never evaluate a combinational process that reads no signal,
+    so constant bits would stay unknown.)
     """
     live, meta = ev.live, ev.meta
     go = q.go  # locate_ok and no pull: the quote decides
@@ -269,12 +272,15 @@ def evaluation_plan(m, ev, q, refs, layout, zero) -> Signal:
     return chosen
 
 
-def event_plan(m, ev, layout, zero) -> Signal:  # noqa: PLR0915 - one decision table per kind
-    """The plan of a ``KILL``, ``FILL`` or ``CTL`` event from its settled registers.
+def event_plan(m, ev, layout) -> Signal:  # noqa: PLR0915 - one decision table per kind
+    """The registered plan of a ``KILL``, ``FILL`` or ``CTL`` event from its settled registers
+    (valid one cycle after them).
 
-    ``zero`` is an all-zero plan computed from a signal (not a constant): every bit of the plan
-    is then driven by a process that reads signals. (Icarus and Verilator never evaluate a
-    combinational process that reads no signal, so constant bits would stay unknown.)
+    The decision goes straight into the plan register. (As a combinational signal, the fields
+    every kind copies, the locate and the meta word, become Verilog blocks of their own that
+    read only evaluation registers; Icarus runs such a block only when one of its inputs
+    changes, so they stayed unknown while ``ev.locate`` kept its initial value, and the first
+    memory writes for locate 0 went to an unknown address.)
 
     ``ev`` holds: ``kind``, ``locate``, ``locate_ok``, ``kill_cycle``, ``live`` (bid, ask),
     ``meta``; for a fill ``entry`` (its UserRefNum table entry), ``known`` (the entry is the
@@ -284,22 +290,22 @@ def event_plan(m, ev, layout, zero) -> Signal:  # noqa: PLR0915 - one decision t
     (the payload), ``ctl_ok``, ``new_params`` (the parameters after a valid write) and
     ``answer`` (a read's); ``terms`` (the terms of the new account or parameters).
     """
-    p = Signal(layout, name="event_plan")
+    p = Signal(layout, name="slow_plan")
     kind, live = ev.kind, ev.live
-    m.d.comb += p.eq(zero)
-    m.d.comb += [p.locate.eq(ev.locate), p.meta.eq(ev.meta)]
+    m.d.sync += p.eq(0)
+    m.d.sync += [p.locate.eq(ev.locate), p.meta.eq(ev.meta)]
     for s in (0, 1):
-        m.d.comb += p.orders[s].locate.eq(ev.locate)  # the side is set with the output slot
+        m.d.sync += p.orders[s].locate.eq(ev.locate)  # the side is set with the output slot
 
     with m.If(kind == EventKind.KILL):
         with m.If(_cancel_all(m, p, live, ev.kill_cycle, ev.kill_cycle)):
-            m.d.comb += p.counts.pull_kill.eq(1)
+            m.d.sync += p.counts.pull_kill.eq(1)
 
     with m.If(kind == EventKind.FILL):
         with m.If(~ev.known):
-            m.d.comb += p.counts.unknown_fill.eq(1)
+            m.d.sync += p.counts.unknown_fill.eq(1)
         with m.Else():
-            m.d.comb += [
+            m.d.sync += [
                 p.counts.fills.eq(1),
                 p.counts.position_saturated.eq(ev.position_saturated),
                 p.counts.cash_saturated.eq(ev.cash_saturated),
@@ -310,28 +316,28 @@ def event_plan(m, ev, layout, zero) -> Signal:  # noqa: PLR0915 - one decision t
                 p.terms.eq(ev.terms),
             ]
             with m.If(~ev.own):
-                m.d.comb += p.counts.late_fill.eq(1)
+                m.d.sync += p.counts.late_fill.eq(1)
             with m.Else():
-                m.d.comb += p.counts.overfill.eq(ev.remaining < 0)
+                m.d.sync += p.counts.overfill.eq(ev.remaining < 0)
                 for s in (0, 1):
                     with m.If(ev.entry.side == s):
-                        m.d.comb += p.live_write[s].eq(1)
+                        m.d.sync += p.live_write[s].eq(1)
                         with m.If(ev.remaining > 0):
-                            m.d.comb += [p.live[s].eq(ev.mine), p.live[s].open.eq(ev.remaining)]
+                            m.d.sync += [p.live[s].eq(ev.mine), p.live[s].open.eq(ev.remaining)]
 
     with m.If(kind == EventKind.CTL):
         ok_all = ev.ctl_ok & ev.locate_ok
         with m.If(~ok_all):
-            m.d.comb += p.counts.bad_ctl.eq(1)
+            m.d.sync += p.counts.bad_ctl.eq(1)
         with m.If(ev.ctl.write & ok_all):
-            m.d.comb += [
+            m.d.sync += [
                 p.params_write.eq(1),
                 p.params.eq(ev.new_params),
                 p.terms_write.eq(1),
                 p.terms.eq(ev.terms),
             ]
         with m.If(~ev.ctl.write):
-            m.d.comb += [p.answer_valid.eq(1), p.answer.eq(Mux(ok_all, ev.answer, 0))]
+            m.d.sync += [p.answer_valid.eq(1), p.answer.eq(Mux(ok_all, ev.answer, 0))]
     return p
 
 

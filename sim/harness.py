@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -87,8 +88,26 @@ def _for_icarus(text: str) -> str:
     that event. (Rewriting the blocks to ``always_comb`` does the same on small designs, but
     Icarus 11 then puts whole vectors in their sensitivity lists and loops forever on blocks
     that read and write parts of one vector.)
+
+    Yosys writes some blocks as one bare statement (``always @*`` then ``a = b;``) that reads
+    no such register; those would stay ``X`` until ``b`` first changes, so each one gets a
+    wake-up register of its own module read the same way.
     """
-    return _KICK_REG.sub(r"\1reg \2 ;\n\1initial #0 \2 = 1'b0;", text)
+    text = _KICK_REG.sub(r"\1reg \2 ;\n\1initial #0 \2 = 1'b0;", text)
+    numbers = itertools.count()
+    return _BARE_ALWAYS.sub(lambda match: _wake_bare_block(match, next(numbers)), text)
+
+
+_BARE_ALWAYS = re.compile(r"^(\s*)always @\*\n(\s*)(?!begin\b)([^\n]*;)$", re.MULTILINE)
+
+
+def _wake_bare_block(match: re.Match, number: int) -> str:
+    indent, inner, statement = match.groups()
+    wake = f"\\t2q_wake${number} "
+    return (
+        f"{indent}reg {wake};\n{indent}initial #0 {wake} = 1'b0;\n"
+        f"{indent}always @* begin\n{inner}if ({wake}) begin end\n{inner}{statement}\n{indent}end"
+    )
 
 
 def _write_if_changed(path: Path, text: str) -> None:
