@@ -17,15 +17,23 @@ Structure (all state in block-RAM-shaped memories with registered read ports):
 - subscription mask and trading state: one bit / one byte per symbol, in memories; sticky stale
   flags: one register bit per symbol (``mark_stale_all`` sets all at once).
 
-Timing. Cycle 0: the event is accepted; its hash and locate address the order table and both
-ladders at once. Cycle 1: the memories answer, match, update and comparison are computed and
-written back. Cycle 2: the update record is valid on ``o``. All read ports are transparent to
-the write ports, so the next event is accepted in cycle 1 already: **one event per cycle**
-(``REPLACE`` takes a second pass for its new reference: two cycles, update valid in cycle 3).
-``o`` back-pressure stalls the pipeline; nothing is dropped (``i.ready`` therefore follows
-``o.ready`` combinationally while an event is in flight). At 10 GbE line rate the shortest book
-message (Delete, 19 + 2 bytes) spans at least 2.6 beats of 8 bytes, so one event per cycle
-leaves headroom for bursts and the extra REPLACE cycle.
+Timing. One event is in flight at a time, in three registered stages. Cycle 0: the event is
+accepted; its hash and locate address the order table and both ladders at once. Cycle 1
+(*read*): the memories answer and their words are registered as they are (block RAM's output
+delay is most of an ECP5 cycle). Cycle 2 (*match*): the way match, the entry, the quantity and
+every ladder level's compares against the price (both sides, the side chosen after), registered.
+Cycle 3 (*commit*): the new ladder word and table entry are written back, the stale flags and
+counters updated, and the update record registered: it is valid on ``o`` in cycle 4. All read
+ports are transparent to the write ports, so the next event is accepted in cycle 3: **one event
+per 3 cycles** (``REPLACE`` takes a second pass for its new reference: six cycles, update valid
+in cycle 7). ``o`` back-pressure holds the commit; nothing is dropped. At 10 GbE line rate
+messages average about 5 beats of 8 bytes (42 bytes on the wire for a realistic mix), so one
+event per 3 cycles keeps up, with the feed handler's buffer for bursts.
+
+Stale marks and recoveries (``mark_stale_all``, ``recover_all``, ``recover``) act after every
+event accepted before them: while an event is in flight they wait, composed in arrival order,
+and apply when it finishes (or at once when the book is idle). ``busy`` is high while an event
+is in flight.
 
 After reset the book sweeps every memory clear (``max(sets, symbols)`` cycles, ``i.ready`` low
 meanwhile): block RAM keeps its contents across a soft reset.
@@ -35,14 +43,15 @@ Widths: counters are 32 bits and wrap; level sizes are 32 bits (a level is assum
 """
 
 import random
+from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .events import BookEvent, EventKind
-from .ladder import LadderUpdate, best_unknown, ladder_layout
+from .ladder import LadderUpdate, best_unknown, flags_layout, ladder_flags, ladder_layout
 from .ordertable import WayMatch, entry_layout, fold_hash
 from .sweep import reset_sweep
 
@@ -147,8 +156,8 @@ class OrderBook(wiring.Component):
     because its ladder lost track of levels).
     counters: :data:`counter_layout`. clearing: the reset-time sweep is running.
 
-    ``mark_stale_all`` and the recover inputs act after an event finishing in the same cycle;
-    between the two passes of a REPLACE they act after the REPLACE.
+    ``mark_stale_all`` and the recover inputs act after every event accepted before them (a
+    REPLACE's two passes included). busy: an event is in flight.
     """
 
     def __init__(self, symbols=1024, sets=16384, ways=4, depth=8, *, garbage_seed=None):
@@ -179,6 +188,7 @@ class OrderBook(wiring.Component):
                 "stale_now": Out(1),
                 "counters": Out(counter_layout),
                 "clearing": Out(1),
+                "busy": Out(1),
             }
         )
 
@@ -219,9 +229,10 @@ class OrderBook(wiring.Component):
         state_rp = state_mem.read_port()
         m.d.comb += [state_rp.addr.eq(self.state_locate), self.state.eq(state_rp.data)]
 
-        # ------------------------------------------------------------ stage 1 registers
-        s1_valid = Signal()
-        ev = Signal(BookEvent)
+        # ------------------------------------------------------------ pipeline state
+        # One event (one REPLACE pass) is in flight at a time: read (1), match (2), commit (3).
+        s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
+        ev = Signal(BookEvent)  # the event in flight, from acceptance to its commit
         second = Signal()  # REPLACE: the pass that adds the new reference
         s1_set = Signal(sb)
         saved_side = Signal()
@@ -231,12 +242,14 @@ class OrderBook(wiring.Component):
         stale = Signal(self.symbols)  # sticky stale flags
 
         o_free = ~self.o.valid | self.o.ready
-        commit = s1_valid & o_free
+        commit = s3_valid & o_free
+        busy = s1_valid | s2_valid | s3_valid
+        m.d.comb += self.busy.eq(busy)
         is_replace_first = (ev.kind == EventKind.REPLACE) & ~second
         go_second = Signal()
         finish = commit & ~go_second
         accept = self.i.valid & self.i.ready
-        m.d.comb += self.i.ready.eq(~clearing & (~s1_valid | (commit & ~is_replace_first)))
+        m.d.comb += self.i.ready.eq(~clearing & (~busy | (commit & ~is_replace_first)))
 
         # ------------------------------------------------------------ stage 0: addresses
         issue_second = commit & go_second
@@ -252,24 +265,39 @@ class OrderBook(wiring.Component):
         for _, rp in ladders:
             m.d.comb += rp.addr.eq(symbol_addr)
         m.d.comb += [mask_rp.en.eq(accept), mask_rp.addr.eq(self.i.payload.locate[:lb])]
+        m.d.sync += [s1_valid.eq(accept | issue_second), s2_valid.eq(s1_valid)]
         with m.If(accept):
-            m.d.sync += [s1_valid.eq(1), ev.eq(self.i.payload), second.eq(0), s1_set.eq(set_addr)]
+            m.d.sync += [ev.eq(self.i.payload), second.eq(0), s1_set.eq(set_addr)]
         with m.Elif(issue_second):
             m.d.sync += [second.eq(1), s1_set.eq(set_addr)]
-        with m.Elif(finish):
-            m.d.sync += [s1_valid.eq(0), second.eq(0)]
+        with m.If(s2_valid):
+            m.d.sync += s3_valid.eq(1)
+        with m.Elif(commit):
+            m.d.sync += s3_valid.eq(0)
 
-        # ------------------------------------------------------------ stage 1: decode
+        # ------------------------------------------------------------ stage 1: read
+        # the memories answer; their words are registered as they are (block RAM's output delay
+        # is most of a cycle)
+        read_entries = [Signal(entry_shape, name=f"read_way{w}") for w in range(self.ways)]
+        read_bids, read_asks = Signal(ladder_shape), Signal(ladder_shape)
+        read_tracked = Signal()
+        with m.If(s1_valid):
+            m.d.sync += [r.eq(rp.data) for r, (_, rp) in zip(read_entries, table)]
+            m.d.sync += [
+                read_bids.eq(ladders[0][1].data),
+                read_asks.eq(ladders[1][1].data),
+                read_tracked.eq(mask_rp.data[0]),
+            ]
+
+        # ------------------------------------------------------------ stage 2: match, compare
         kind = ev.kind
         is_book = Cat(kind == k for k in _BOOK_KINDS).any()
         is_reference = (kind == EventKind.DIRECTORY) | (kind == EventKind.TRADING)
         locate_ok = (ev.locate >> lb) == 0
         loc = ev.locate[:lb]
-        tracked = mask_rp.data[0]
-        active = is_book & locate_ok & (tracked | second)
+        active = is_book & locate_ok & (read_tracked | second)
 
-        entries = [data.View(entry_shape, rp.data) for _, rp in table]
-        match = WayMatch(m, entry_shape, entries, key, sb)
+        match = WayMatch(m, entry_shape, read_entries, key, sb)
         entry = match.entry
         adding = (kind == EventKind.ADD) | second
         side_code_ok = (ev.code == ord("B")) | (ev.code == ord("S"))
@@ -278,34 +306,94 @@ class OrderBook(wiring.Component):
         bad_add = (ev.shares == 0) | (ev.price == 0)
         table_full = ~match.any_free
         add_ok = ~duplicate & ~bad_side & ~bad_add & ~table_full
-        unknown = ~match.found
         mismatch = match.found & (entry.locate != loc)
         lookup_ok = match.found & ~mismatch
         takes_all = (kind == EventKind.DELETE) | (kind == EventKind.REPLACE)
         overfill = ~takes_all & (ev.shares > entry.shares)
         quantity = Mux(takes_all | overfill, entry.shares, ev.shares)
-        leaves = quantity == entry.shares
-        m.d.comb += go_second.eq(active & is_replace_first & lookup_ok)
-
         side = Mux(adding, Mux(second, saved_side, ev.side), entry.side)
-        bids, asks = (data.View(ladder_shape, rp.data) for _, rp in ladders)
+        price = Mux(adding, ev.price, entry.price)
         old = Signal(ladder_shape)
-        m.d.comb += old.eq(Mux(side, asks.as_value(), bids.as_value()))
+        m.d.comb += old.eq(Mux(side, read_asks.as_value(), read_bids.as_value()))
+        at_loc = _decode(m, loc, lb, "at_loc")  # one-hot: the event's stale register bit
+        # the sticky flags change only when no event is in flight or one finishes (below)
+        sticky = Mux(second, saved_sticky, (stale & at_loc).any())
+        new_entry = Signal(entry_shape)
+        with m.If(adding):
+            m.d.comb += [
+                new_entry.valid.eq(1),
+                new_entry.ref_high.eq(key[sb:]),
+                new_entry.locate.eq(loc),
+                new_entry.side.eq(side),
+                new_entry.price.eq(ev.price),
+                new_entry.shares.eq(ev.shares),
+            ]
+        with m.Else():
+            m.d.comb += new_entry.eq(entry)  # its shares less the quantity in stage 3
+
+        def stage3(value, name):
+            """``value`` registered at the end of stage 2 (held until the next pass)."""
+            shape = value.shape() if isinstance(value, data.View) else Value.cast(value).shape()
+            reg = Signal(shape, name=f"m_{name}")
+            with m.If(s2_valid):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        # both sides compared, the side chosen after (it is known only once the entry matched)
+        bid_flags = ladder_flags(m, read_bids, bid=1, price=price)
+        ask_flags = ladder_flags(m, read_asks, bid=0, price=price)
+        flags = stage3(Mux(side, ask_flags.as_value(), bid_flags.as_value()), "flags")
+        r = SimpleNamespace(
+            **{
+                name: stage3(value, name)
+                for name, value in {
+                    "active": active,
+                    "adding": adding,
+                    "add_ok": add_ok,
+                    "lookup_ok": lookup_ok,
+                    "overfill": overfill,
+                    "side": side,
+                    "price": price,
+                    "shares": Mux(adding, ev.shares, quantity),
+                    "leaves": quantity == entry.shares,
+                    "sticky": sticky,
+                    "hits": match.hits,
+                    "free_first": match.free_first,
+                    "new_entry": new_entry,
+                    "old": old,
+                    "bids": read_bids,
+                    "asks": read_asks,
+                    "untracked": is_book & locate_ok & ~read_tracked & ~second,
+                    "unknown_ref": active & ~adding & ~match.found,
+                    "mismatch": active & ~adding & mismatch,
+                    "dup": active & adding & duplicate,
+                    "bad_add": active & adding & ~duplicate & ~bad_side & bad_add,
+                    "bad_side": active & adding & ~duplicate & bad_side,
+                    "full": active & adding & ~duplicate & ~bad_side & ~bad_add & table_full,
+                    "ignored": ~is_book & ~is_reference,
+                    "bad_locate": (is_book | is_reference) & ~locate_ok,
+                    "changes": is_book & locate_ok & (read_tracked | second),
+                }.items()
+            }
+        )
+        m.d.comb += go_second.eq(r.active & is_replace_first & r.lookup_ok)
+
+        # ------------------------------------------------------------ stage 3: update, commit
+        old, bids, asks = r.old, r.bids, r.asks
         update = LadderUpdate(
             m,
             old,
-            bid=~side,
-            add=active & adding & add_ok,
-            remove=active & ~adding & lookup_ok,
-            price=Mux(adding, ev.price, entry.price),
-            shares=Mux(adding, ev.shares, quantity),
-            leaves=leaves,
+            data.View(flags_layout(self.depth), flags),
+            add=r.active & r.adding & r.add_ok,
+            remove=r.active & ~r.adding & r.lookup_ok,
+            price=r.price,
+            shares=r.shares,
+            leaves=r.leaves,
         )
-        refused = active & Mux(
-            adding, ~add_ok, ~lookup_ok | overfill
+        refused = r.active & Mux(
+            r.adding, ~r.add_ok, ~r.lookup_ok | r.overfill
         )  # any counted refusal marks the symbol stale
 
-        # ------------------------------------------------------------ top of book before/after
         def top(bid_ladder, ask_ladder, sticky):
             rec = Signal(top_of_book_layout)
             m.d.comb += [
@@ -323,59 +411,47 @@ class OrderBook(wiring.Component):
 
         # the second pass of a REPLACE uses the flag its first pass saw: a stale pulse between
         # the passes then acts after the whole REPLACE, as documented
-        at_loc = _decode(m, loc, lb, "at_loc")  # one-hot: the event's stale register bit
-        sticky_now = Mux(second, saved_sticky, (stale & at_loc).any())
-        current = top(bids, asks, sticky_now)
+        current = top(bids, asks, r.sticky)
         before = Signal(top_of_book_layout)
         m.d.comb += before.eq(Mux(second, saved_top.as_value(), current.as_value()))
         new_bids = Signal(ladder_shape)
         new_asks = Signal(ladder_shape)
         m.d.comb += [
-            new_bids.eq(Mux(side, bids.as_value(), update.new.as_value())),
-            new_asks.eq(Mux(side, update.new.as_value(), asks.as_value())),
+            new_bids.eq(Mux(r.side, bids.as_value(), update.new.as_value())),
+            new_asks.eq(Mux(r.side, update.new.as_value(), asks.as_value())),
         ]
-        after = top(new_bids, new_asks, sticky_now | refused)
+        after = top(new_bids, new_asks, r.sticky | refused)
         unknown_before = Mux(second, saved_unknown, best_unknown(old))
         unknown_after = best_unknown(update.new)
         # ``unknown`` is part of ``stale`` already: a record changes with what the model sees
         seen = [name for name, _ in top_of_book_layout if name != "unknown"]
         differs = Cat(before[n] for n in seen) != Cat(after[n] for n in seen)
-        changed = differs & is_book & locate_ok & (tracked | second)
+        changed = differs & r.changes
 
-        # ------------------------------------------------------------ commit
         with m.If(issue_second):
             m.d.sync += [
-                saved_side.eq(entry.side),
+                saved_side.eq(r.side),
                 saved_top.eq(current),
                 saved_unknown.eq(best_unknown(old)),
-                saved_sticky.eq(sticky_now),
+                saved_sticky.eq(r.sticky),
             ]
-        writes = commit & active
+        writes = commit & r.active
+        kept = Signal(entry_shape)  # the entry with the quantity taken off
+        m.d.comb += [kept.eq(r.new_entry), kept.shares.eq(r.new_entry.shares - r.shares)]
         for w, (wp, _) in enumerate(table):
-            new_entry = Signal(entry_shape)
-            with m.If(adding):
-                m.d.comb += [
-                    new_entry.valid.eq(1),
-                    new_entry.ref_high.eq(key[sb:]),
-                    new_entry.locate.eq(loc),
-                    new_entry.side.eq(side),
-                    new_entry.price.eq(ev.price),
-                    new_entry.shares.eq(ev.shares),
-                ]
-            with m.Elif(~leaves):
-                m.d.comb += [new_entry.eq(entry), new_entry.shares.eq(entry.shares - quantity)]
-            written = Mux(adding, add_ok & match.free_first[w], lookup_ok & match.hits[w])
+            written = Mux(r.adding, r.add_ok & r.free_first[w], r.lookup_ok & r.hits[w])
+            new_entry = Mux(r.adding, r.new_entry.as_value(), Mux(r.leaves, 0, kept.as_value()))
             m.d.comb += [
                 wp.addr.eq(Mux(clearing, clear_addr, s1_set)),
-                wp.data.eq(Mux(clearing, 0, new_entry.as_value())),
+                wp.data.eq(Mux(clearing, 0, new_entry)),
                 wp.en.eq(clear_sets | (writes & written)),
             ]
-        ladder_write = writes & Mux(adding, add_ok, lookup_ok)
+        ladder_write = writes & Mux(r.adding, r.add_ok, r.lookup_ok)
         for s, (wp, _) in enumerate(ladders):
             m.d.comb += [
                 wp.addr.eq(Mux(clearing, clear_addr, loc)),
                 wp.data.eq(Mux(clearing, 0, update.new.as_value())),
-                wp.en.eq(clear_symbols | (ladder_write & (side == s))),
+                wp.en.eq(clear_symbols | (ladder_write & (r.side == s))),
             ]
         m.d.comb += [
             mask_wp.addr.eq(Mux(clearing, clear_addr, self.mask_locate)),
@@ -386,35 +462,58 @@ class OrderBook(wiring.Component):
             state_wp.en.eq(clear_symbols | (finish & (kind == EventKind.TRADING) & locate_ok)),
         ]
 
-        # in this order: the finishing event's refusal, mark all, recover one, recover all
-        flagged = stale | Mux(finish & refused, at_loc, 0)
-        marked = Mux(self.mark_stale_all, (1 << self.symbols) - 1, flagged)
+        # ------------------------------------------------------------ sticky stale flags
+        # mark / recover pulses act after every event accepted before them: while one is in
+        # flight they wait, composed in order (mark all, recover one, recover all each cycle)
+        pending_mark, pending_clear = Signal(), Signal()  # the last "all" operation waiting
+        pending_recover = Signal(self.symbols)  # single recoveries since then
         at_recover = _decode(m, self.recover_locate[:lb], lb, "at_recover")
-        recovered = marked & ~Mux(self.recover, at_recover, 0)
-        m.d.sync += stale.eq(Mux(self.recover_all, 0, recovered))
+        mark = Mux(self.recover_all, 0, self.mark_stale_all | pending_mark & ~self.mark_stale_all)
+        clear = self.recover_all | pending_clear & ~self.mark_stale_all
+        recover = Mux(
+            self.recover_all,
+            0,
+            Mux(self.mark_stale_all, 0, pending_recover) | Mux(self.recover, at_recover, 0),
+        )
+        apply_now = ~busy | finish
+        flagged = stale | Mux(finish & refused, at_loc, 0)
+        everything = (1 << self.symbols) - 1
+        with m.If(apply_now):
+            m.d.sync += [
+                stale.eq(Mux(clear, 0, Mux(mark, everything, flagged)) & ~recover),
+                pending_mark.eq(0),
+                pending_clear.eq(0),
+                pending_recover.eq(0),
+            ]
+        with m.Else():
+            m.d.sync += [
+                pending_mark.eq(mark),
+                pending_clear.eq(clear),
+                pending_recover.eq(recover),
+            ]
         m.d.comb += self.stale_now.eq(stale.bit_select(self.stale_locate[:lb], 1))
 
-        with m.If(finish & changed):
-            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(after)]
+        with m.If(finish):
+            m.d.sync += [self.o.valid.eq(changed), self.o.payload.eq(after)]
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
         # ------------------------------------------------------------ counters
         outcomes = {
             "events": 1,
-            "applied": active & ~refused,
-            "ignored": ~is_book & ~is_reference,
-            "bad_locate": (is_book | is_reference) & ~locate_ok,
-            "untracked": is_book & locate_ok & ~tracked & ~second,
-            "unknown_ref": active & ~adding & unknown,
-            "locate_mismatch": active & ~adding & mismatch,
-            "overfill": active & ~adding & lookup_ok & overfill,
-            "duplicate_ref": active & adding & duplicate,
-            "bad_add": active & adding & ~duplicate & ~bad_side & bad_add,
-            "bad_side": active & adding & ~duplicate & bad_side,
-            "table_full": active & adding & ~duplicate & ~bad_side & ~bad_add & table_full,
-            "levels_evicted": active & adding & add_ok & update.evicted,
-            "best_unknown": active & unknown_after & ~unknown_before,
+            "applied": r.active & ~refused,
+            "ignored": r.ignored,
+            "bad_locate": r.bad_locate,
+            "untracked": r.untracked,
+            "unknown_ref": r.unknown_ref,
+            "locate_mismatch": r.mismatch,
+            "overfill": r.active & ~r.adding & r.lookup_ok & r.overfill,
+            "duplicate_ref": r.dup,
+            "bad_add": r.bad_add,
+            "bad_side": r.bad_side,
+            "table_full": r.full,
+            "levels_evicted": r.active & r.adding & r.add_ok & update.evicted,
+            "best_unknown": r.active & unknown_after & ~unknown_before,
         }
         with m.If(finish):
             for name, cond in outcomes.items():

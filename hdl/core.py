@@ -223,7 +223,7 @@ class Core(wiring.Component):
             tobfeed.i.valid.eq(book.o.valid & book.o.ready),
             tobfeed.i.payload.eq(book.o.payload),
         ]
-        # the book's update for an event it takes is on its output 2 cycles later: let the
+        # the book's update for an event it takes is on its output 4 cycles later: let the
         # quoter fetch that symbol's state meanwhile
         m.d.comb += [
             quoter.lookahead.valid.eq(book.i.valid & book.i.ready),
@@ -238,12 +238,7 @@ class Core(wiring.Component):
         with m.Elif(quoting != 0):
             m.d.sync += quoting.eq(quoting - 1)
         m.d.comb += tobfeed.hold.eq((quoting != 0) | quoter.o.valid)
-        since = Signal(range(5))  # cycles since the book last took an event, saturating at 4
-        with m.If(book.i.valid & book.i.ready):
-            m.d.sync += since.eq(0)
-        with m.Elif(since != 4):
-            m.d.sync += since.eq(since + 1)
-        m.d.comb += dispatch.quiet.eq((since == 4) & ~book.o.valid & ~queue.r_rdy)
+        m.d.comb += dispatch.quiet.eq(~book.busy & ~book.o.valid & ~queue.r_rdy)
 
         # ---------------------------------------------------------------- control -> blocks
         m.d.comb += quoter.kill.eq(regs.kill_switch)

@@ -309,17 +309,17 @@ def test_subscription_changes_between_events():
     assert model.counters["untracked"] > 0
 
 
-def test_latency_is_two_cycles_and_one_event_per_cycle():
+def test_latency_is_four_cycles_and_one_event_per_three_cycles():
     records = generate(FeedConfig(seed=3, symbols=8, messages=600))
     run, _ = check_stream(records)
     kinds = [r.type for r in records]
     by_sequence = {rec[-1]: first for first, rec in run.updates}
-    # each U holds the input one extra cycle; every other event takes one cycle
+    # a U makes two passes; every other event one pass of three cycles
     spans = [b - a for a, b in zip(run.accepted, run.accepted[1:])]
     for k, span in enumerate(spans):
-        assert span == (2 if kinds[k] == "U" else 1), (k, kinds[k])
+        assert span == (6 if kinds[k] == "U" else 3), (k, kinds[k])
     for seq, first in by_sequence.items():
-        assert first - run.accepted[seq] == (3 if kinds[seq] == "U" else 2), seq
+        assert first - run.accepted[seq] == (7 if kinds[seq] == "U" else 4), seq
 
 
 def test_clear_sweep_after_reset_with_garbage_in_memory():

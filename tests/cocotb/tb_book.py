@@ -5,8 +5,8 @@ gateware, and as records into ``BookModel`` with the same geometry. The session 
 segments, each with its own input idle and output back-pressure pattern; between segments the
 testbench pulses ``mark_stale_all`` or ``recover_all`` (and tells the model). Every update
 record must equal the model's, in order; at the end all counters must equal the model's and
-nothing may be left unread. With no pauses, the update latency must be exactly 2 cycles (3 for
-REPLACE) and the input must take one event per cycle (two for REPLACE).
+nothing may be left unread. With no pauses, the update latency must be exactly 4 cycles (7 for
+REPLACE) and the input must take one event per 3 cycles (6 for REPLACE).
 
 Per-cycle Python work is kept small: one coroutine drives and samples both streams, payloads are
 packed before the run and the expected records are computed up front.
@@ -96,7 +96,7 @@ class BookBench:
                     if timed:
                         seq = want[-1]
                         latency = first_valid - accepted[seq - base]
-                        assert latency == (3 if kinds[seq - base] == "U" else 2), seq
+                        assert latency == (7 if kinds[seq - base] == "U" else 4), seq
                     got += 1
                     first_valid = None
             if not driving and sent < len(words) and not next(idle):
@@ -115,7 +115,7 @@ class BookBench:
             raise AssertionError(f"stuck: {sent}/{len(words)} sent, {got}/{len(expected)} out")
         if timed:
             spans = [b - a for a, b in zip(accepted, accepted[1:])]
-            assert spans == [2 if k == "U" else 1 for k in kinds[:-1]], "throughput"
+            assert spans == [6 if k == "U" else 3 for k in kinds[:-1]], "throughput"
         o_ready.value = 0
         ready = False
         for _ in range(6):  # nothing more may come out
