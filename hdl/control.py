@@ -6,8 +6,9 @@ requests addressed to it, checks who sent them, executes them on a register file
 port. The protocol itself (request and response layouts, opcodes, status codes) is specified in
 :mod:`tick2quote.host.protocol.control`; the field lists below must match it (the tests check).
 
-Each frame is stored (its first 72 bytes are all a request needs) and classified the cycle after
-its last beat, in this order; it counts once in ``frames`` and once under the first that holds:
+Each frame is stored (its first 72 bytes are all a request needs), checked the cycle after its
+last beat and classified a cycle later, in this order; it counts once in ``frames`` and once
+under the first that holds:
 
 ``ignored``
     shorter than 34 bytes, not untagged IPv4/UDP, or not to the device's IP address (not
@@ -37,6 +38,8 @@ token, device IP and MAC, control port, peer table) live at the reserved address
 from __future__ import annotations
 
 import ipaddress
+import operator
+from functools import reduce
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
@@ -114,6 +117,8 @@ _PEER_BASE, _COUNTER_BASE = 0x10, 0x40
 _REQUEST_SIZE = sum(size for _, size in REQUEST_FIELDS)
 _PAYLOAD_AT = 42  # untagged Ethernet 14 + IPv4 20 + UDP 8
 _RX_BEATS = 9  # frame bytes 0 .. 71 hold every header and the request
+_GROUP = 4  # the read multiplexer ORs 16 addresses, then the groups (registered)
+_SETTLED = 3  # cycles from a change of the address or a register to a valid decode
 
 
 def _offsets(fields) -> dict[str, tuple[int, int]]:
@@ -278,19 +283,17 @@ class ControlPlane(wiring.Component):
             self.identity.mac.eq(held["device_mac"]),
         ]
 
-        outcome = _classify(m, rx, held, self.peer_slots)
-        idle = Signal()
-        accept = Signal()
-        m.d.comb += accept.eq(rx.done & outcome["accepted"] & idle)
-        with m.If(rx.done):
+        # A frame counts, and a request is accepted, the cycle after rx.done (its outcome is
+        # known then) when the executor was idle at rx.done (and is, then, still).
+        verdict = _classify(m, rx, held, self.peer_slots)
+        judged, was_idle, idle, accept = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [judged.eq(rx.done), was_idle.eq(idle & ~accept)]
+        m.d.comb += accept.eq(judged & verdict["accepted"] & was_idle)
+        with m.If(judged):
             m.d.sync += counters["frames"].eq(counters["frames"] + 1)
-            for name, sig in outcome.items():
-                if name == "accepted":
-                    hit = sig & idle
-                elif name == "busy":
-                    hit = outcome["accepted"] & ~idle
-                else:
-                    hit = sig
+            for name, sig in verdict.items():
+                busy = verdict["accepted"] & ~was_idle
+                hit = {"accepted": sig & was_idle, "busy": busy}.get(name, sig)
                 with m.If(hit):
                     m.d.sync += counters[name].eq(counters[name] + 1)
         _Executor(self, m, rx, held, counters, accept, idle)
@@ -345,7 +348,8 @@ class _Receiver:
 
 
 def _classify(m: Module, rx: _Receiver, held: dict, peer_slots: int) -> dict:
-    """One-hot outcome signals of the frame ``rx`` holds (valid while ``rx.done``)."""
+    """One-hot outcome signals of the frame ``rx`` holds, valid the cycle after ``rx.done``
+    (its checks are registered)."""
     req = _REQUEST_AT
     version_ihl = rx.number(14, 1)
     total = rx.number(16, 2)
@@ -389,8 +393,10 @@ def _classify(m: Module, rx: _Receiver, held: dict, peer_slots: int) -> dict:
     result = {name: Signal(name=f"cause_{name}") for name in GUARD_COUNTERS[1:9]}
     earlier = Const(0, 1)
     hits: dict[str, list] = {}
-    for name, failed in checks:
+    for name, check in checks:
         hit = Signal(name=f"fail_{name}_{len(hits.get(name, []))}")
+        failed = Signal(name=f"check_{name}_{len(hits.get(name, []))}")
+        m.d.sync += failed.eq(check)
         m.d.comb += hit.eq(~earlier & failed)
         hits.setdefault(name, []).append(hit)
         earlier = earlier | failed
@@ -406,30 +412,26 @@ class _Executor:
     def __init__(self, plane: ControlPlane, m, rx, held, counters, accept, idle):
         self.plane, self.m, self.held, self.counters = plane, m, held, counters
         max_read = plane.max_read
+        source_mac = Signal(48)  # frame bytes 0 .. 7 may belong to the next frame at accept
+        with m.If(rx.done):
+            m.d.sync += source_mac.eq(rx.field(6, 6))
+        value = rx.number(*_REQUEST_AT["value"])
         # The request, latched on acceptance (wire-order fields are kept as they came).
-        job = {
-            "opcode": Signal(8),
-            "request_id": Signal(32),
-            "address": Signal(32),
-            "value": Signal(64),
-            "peer_mac": Signal(48),
-            "peer_ip": Signal(32),
-            "own_ip": Signal(32),
-            "peer_port": Signal(16),
-            "own_port": Signal(16),
+        latch = {
+            "opcode": rx.number(*_REQUEST_AT["opcode"]),
+            "request_id": rx.field(*_REQUEST_AT["request_id"]),
+            "address": rx.number(*_REQUEST_AT["address"]),
+            "value": value,
+            "count_ok": (value != 0) & (value <= max_read),  # a count a READ may ask for
+            "peer_mac": source_mac,
+            "peer_ip": rx.field(26, 4),
+            "own_ip": rx.field(30, 4),
+            "peer_port": rx.field(34, 2),
+            "own_port": rx.field(36, 2),
         }
+        job = {name: Signal(len(v), name=f"job_{name}") for name, v in latch.items()}
         with m.If(accept):
-            m.d.sync += [
-                job["opcode"].eq(rx.number(*_REQUEST_AT["opcode"])),
-                job["request_id"].eq(rx.field(*_REQUEST_AT["request_id"])),
-                job["address"].eq(rx.number(*_REQUEST_AT["address"])),
-                job["value"].eq(rx.number(*_REQUEST_AT["value"])),
-                job["peer_mac"].eq(rx.field(6, 6)),
-                job["peer_ip"].eq(rx.field(26, 4)),
-                job["own_ip"].eq(rx.field(30, 4)),
-                job["peer_port"].eq(rx.field(34, 2)),
-                job["own_port"].eq(rx.field(36, 2)),
-            ]
+            m.d.sync += [job[name].eq(v) for name, v in latch.items()]
         cur = Signal(33)  # the register being read or written (past 2**32 - 1: unmapped)
         status = Signal(8)
         count = Signal(range(max_read + 1))  # values in the response
@@ -437,7 +439,17 @@ class _Executor:
         values = Array(Signal(64, name=f"value{k}") for k in range(max_read))  # wire order
         ip_sum = Signal(20)
         beat = Signal(range(max_read + 9))
+        ip_part = Signal(20)  # the response's IPv4 header sum but for its values (steady)
+        ips = [_be(job[k][h : h + 16], 2) for k in ("own_ip", "peer_ip") for h in (0, 16)]
+        m.d.sync += ip_part.eq(sum(ips, Const(0x4500 + 0x4011 + 28 + _RESPONSE_SIZE, 20)))
+        final = Signal()  # ``beat`` is the response's last: 7 header beats, count + 1 more
+        # Bit k: k + 1 cycles since ``cur`` or a register last changed (cleared then); the
+        # decode is valid once all _SETTLED are set.
+        settle = Signal(_SETTLED)
+        m.d.sync += settle.eq(Cat(1, settle[:-1]))
+        ready = settle[-1]
         mapped, writable, valid, read_value = self._decode(cur, job["value"])
+        self._writer(job["value"])
 
         with m.FSM():
             with m.State("IDLE"):
@@ -445,65 +457,44 @@ class _Executor:
                 with m.If(accept):
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
-                m.d.sync += [cur.eq(job["address"]), index.eq(0), count.eq(0)]
+                m.d.sync += [cur.eq(job["address"]), index.eq(0), count.eq(0), settle.eq(0)]
                 with m.Switch(job["opcode"]):
                     with m.Case(OPCODES["READ"]):
-                        n = job["value"]
-                        with m.If((n == 0) | (n > max_read)):
+                        with m.If(~job["count_ok"]):
                             m.d.sync += status.eq(STATUSES["BAD_COUNT"])
                             m.next = "PREPARE"
                         with m.Else():
-                            m.d.sync += [status.eq(STATUSES["OK"]), count.eq(n)]
-                            m.next = "READ_ADDRESS"
+                            m.d.sync += [status.eq(STATUSES["OK"]), count.eq(job["value"])]
+                            m.next = "READ"
                     with m.Case(OPCODES["WRITE"]):
                         m.next = "WRITE"
                     with m.Default():
                         m.d.sync += status.eq(STATUSES["BAD_OPCODE"])
                         m.next = "PREPARE"
             with m.State("WRITE"):
-                with m.If(~mapped):
-                    m.d.sync += status.eq(STATUSES["BAD_ADDRESS"])
-                    m.next = "PREPARE"
-                with m.Elif(~writable):
-                    m.d.sync += status.eq(STATUSES["READ_ONLY"])
-                    m.next = "PREPARE"
-                with m.Elif(~valid):
-                    m.d.sync += status.eq(STATUSES["INVALID_VALUE"])
-                    m.next = "PREPARE"
-                with m.Else():
-                    self._write(cur, job["value"])
+                refusal = Mux(~mapped, STATUSES["BAD_ADDRESS"], STATUSES["READ_ONLY"])
+                refusal = Mux(mapped & writable, STATUSES["INVALID_VALUE"], refusal)
+                with m.If(ready & mapped & writable & valid):
+                    m.d.sync += [strobe.eq(hit) for strobe, hit in self.strobes]
                     m.d.sync += [status.eq(STATUSES["OK"]), count.eq(1)]
-                    m.next = "READ_ADDRESS"  # read back what the register now holds
-            with m.State("READ_ADDRESS"):  # window ports see ``cur``; their data comes next
-                with m.If(~mapped):
+                    m.next = "COMMIT"
+                with m.Elif(ready):
+                    m.d.sync += status.eq(refusal)
+                    m.next = "PREPARE"
+            with m.State("COMMIT"):  # the write lands; then read back what the register holds
+                m.d.sync += settle.eq(0)
+                m.next = "READ"
+            with m.State("READ"):  # one register per settled decode of ``cur``
+                with m.If(ready & ~mapped):
                     m.d.sync += [status.eq(STATUSES["BAD_ADDRESS"]), count.eq(0)]
                     m.next = "PREPARE"
-                with m.Else():
-                    m.next = "READ_DATA"
-            with m.State("READ_DATA"):
-                m.d.sync += [
-                    values[index].eq(_be(read_value, 8)),
-                    index.eq(index + 1),
-                    cur.eq(cur + 1),
-                ]
-                with m.If(index + 1 == count):
-                    m.next = "PREPARE"
-                with m.Else():
-                    m.next = "READ_ADDRESS"
+                with m.Elif(ready):
+                    m.d.sync += [values[index].eq(_be(read_value, 8)), index.eq(index + 1)]
+                    m.d.sync += [cur.eq(cur + 1), settle.eq(0)]
+                    with m.If(index + 1 == count):
+                        m.next = "PREPARE"
             with m.State("PREPARE"):
-                total = 20 + 8 + _RESPONSE_SIZE + 8 * count
-                m.d.sync += [
-                    ip_sum.eq(
-                        0x4500
-                        + 0x4011
-                        + total
-                        + _be(job["own_ip"][:16], 2)
-                        + _be(job["own_ip"][16:], 2)
-                        + _be(job["peer_ip"][:16], 2)
-                        + _be(job["peer_ip"][16:], 2)
-                    ),
-                    beat.eq(0),
-                ]
+                m.d.sync += [ip_sum.eq(ip_part + 8 * count), beat.eq(0), final.eq(0)]
                 m.next = "SEND"
             with m.State("SEND"):
                 header = self._header(job, status, count, ip_sum)
@@ -514,7 +505,7 @@ class _Executor:
                 with m.If(beat < 7):
                     m.d.comb += [o.payload.data.eq(header.word_select(beat[:3], 64))]
                     m.d.comb += o.payload.keep.eq(0xFF)
-                with m.Elif(after < count):
+                with m.Elif(~final):
                     m.d.comb += [
                         o.payload.data.eq(Cat(carry, values[after][:48])),
                         o.payload.keep.eq(0xFF),
@@ -526,8 +517,8 @@ class _Executor:
                         o.payload.last.eq(1),
                     ]
                 with m.If(o.ready):
-                    m.d.sync += beat.eq(beat + 1)
-                    with m.If(o.payload.last):
+                    m.d.sync += [beat.eq(beat + 1), final.eq(beat + 1 == 7 + count)]
+                    with m.If(final):
                         m.d.sync += counters["responses"].eq(counters["responses"] + 1)
                         with m.If(status != STATUSES["OK"]):
                             m.d.sync += counters["refused"].eq(counters["refused"] + 1)
@@ -571,54 +562,96 @@ class _Executor:
 
     def _decode(self, cur, value):
         """``mapped``, ``writable``, ``valid`` (for a write of ``value``) and the 64-bit value
-        read at ``cur``; drives every window port's address from ``cur``."""
+        read at ``cur``, valid :data:`_SETTLED` cycles after ``cur`` or a register last changed.
+
+        Registered in stages: one hit flag per register (``cur`` names it), the word of each
+        group of ``2**_GROUP`` addresses, then their OR. Window ports get ``locate`` / ``field``
+        from registers (``rdata`` follows a cycle later, the window contract) and the field's
+        word is latched from ``rdata``. A word is a value with ``mapped``, ``writable`` and
+        ``valid`` above it, or zero.
+        """
         m, plane = self.m, self.plane
-        mapped, writable, valid = Signal(), Signal(), Signal()
-        read_value = Signal(64)
-        with m.Switch(cur):
-            for reg in plane.regmap.registers.values():
-                with m.Case(reg.address):
-                    m.d.comb += [mapped.eq(1), writable.eq(reg.access != "ro")]
-                    m.d.comb += valid.eq(reg.valid_hdl(value))
-                    if reg.access == "rw":
-                        source = self.held[reg.name]
-                    elif reg.name in self.counters:
-                        source = self.counters[reg.name]
-                    elif reg.access == "ro":
-                        source = getattr(plane.status, reg.name)
-                    else:
-                        source = Const(0, 1)  # write-only reads as 0
-                    m.d.comb += read_value.eq(source.as_signed() if reg.signed else source)
+        oks = {}  # registered: a write of ``value`` fits a width and rule
+        items = [r for r in plane.regmap.registers.values() if r.access != "ro"]
+        for item in items + [f for w in plane.regmap.windows.values() for f in w.fields]:
+            key = (item.width, item.signed, item.rule)
+            if key not in oks:
+                oks[key] = Signal(name=f"write_ok{len(oks)}")
+                m.d.sync += oks[key].eq(item.valid_hdl(value))
+
+        def ok(item):
+            return oks[item.width, item.signed, item.rule]
+
+        def word(source, signed, writable, valid):  # the value sign- or zero-extended
+            fill = Value.cast(source)[-1] if signed else Const(0, 1)
+            wide = Cat(source, fill.replicate(64 - len(Value.cast(source))))
+            return Cat(wide, Const(1, 1), Const(writable, 1), valid)
+
+        groups: dict[int, list] = {}
+        for reg in plane.regmap.registers.values():
+            groups.setdefault(reg.address >> _GROUP, []).append(reg)
+        span = max(_GROUP, max(groups).bit_length() + _GROUP)
+        in_span = cur[span:] == 0
+        self.hits, self.inside, words = {}, {}, []
+        for g, members in groups.items():
+            upper = in_span & (cur[_GROUP:span] == g)
+            held, terms = Signal(67, name=f"group{g:x}_word"), []
+            for reg in members:
+                hit = self.hits[reg.name] = Signal(name=f"at_{reg.name}")
+                m.d.sync += hit.eq(upper & (cur[:_GROUP] == reg.address % (1 << _GROUP)))
+                ro = reg.access == "ro"
+                valid = Const(0, 1) if ro else ok(reg)
+                terms.append(Mux(hit, word(self._source(reg), reg.signed, not ro, valid), 0))
+            m.d.sync += held.eq(reduce(operator.or_, terms))
+            words.append(held)
+        gathered = Signal(67)
+        m.d.sync += gathered.eq(reduce(operator.or_, words))
+        words = [gathered]
         for win in plane.regmap.windows.values():
             port = getattr(plane, win.name)
             shift = win.stride.bit_length() - 1
             offset = (cur - win.base)[:33]
-            m.d.comb += [
-                port.locate.eq(offset[shift:]),
-                port.field.eq(offset[:shift] if shift else 0),
-                port.wdata.eq(value),
+            inside = Signal(name=f"{win.name}_inside")
+            locate = Signal.like(port.locate, name=f"{win.name}_locate")
+            field = Signal.like(port.field, name=f"{win.name}_field")
+            m.d.sync += [
+                inside.eq((cur >= win.base) & (cur < win.end)),
+                locate.eq(offset[shift:]),
+                field.eq(offset[:shift] if shift else 0),
             ]
-            with m.If((cur >= win.base) & (cur < win.end)):
-                with m.Switch(port.field):
-                    for index, f in enumerate(win.fields):
-                        with m.Case(index):
-                            raw = port.rdata[: f.width]
-                            m.d.comb += [
-                                mapped.eq(1),
-                                writable.eq(1),
-                                valid.eq(f.valid_hdl(value)),
-                                read_value.eq(raw.as_signed() if f.signed else raw),
-                            ]
-        return mapped, writable, valid, read_value
+            m.d.comb += [port.locate.eq(locate), port.field.eq(field), port.wdata.eq(value)]
+            held = Signal(67, name=f"{win.name}_word")
+            m.d.sync += held.eq(0)
+            with m.If(inside), m.Switch(field):
+                for index, f in enumerate(win.fields):
+                    with m.Case(index):
+                        m.d.sync += held.eq(word(port.rdata[: f.width], f.signed, 1, ok(f)))
+            self.inside[win.name] = inside
+            words.append(held)
+        result = Signal(67)
+        m.d.comb += result.eq(reduce(operator.or_, words))
+        return result[64], result[65], result[66], result[:64]
 
-    def _write(self, cur, value):
-        """Apply a write of ``value`` at ``cur`` (already checked: mapped, writable, valid)."""
+    def _source(self, reg):
+        """What a read of register ``reg`` returns (raw bits; write-only reads as 0)."""
+        if reg.access != "ro":
+            return self.held[reg.name] if reg.access == "rw" else Const(0, 1)
+        status = self.plane.status
+        return self.counters[reg.name] if reg.name in self.counters else getattr(status, reg.name)
+
+    def _writer(self, value):
+        """One write strobe per ``rw`` / ``wo`` register and window (with the hit flag that
+        sets it): a write of ``value`` lands the cycle after its strobe is set."""
         m, plane = self.m, self.plane
-        with m.Switch(cur):
-            for reg in plane.regmap.registers.values():
-                if reg.access != "ro":
-                    with m.Case(reg.address):
-                        m.d.sync += self.held[reg.name].eq(value[: reg.width])
+        self.strobes = []
+        for reg in plane.regmap.registers.values():
+            if reg.access != "ro":
+                strobe = Signal(name=f"write_{reg.name}")
+                self.strobes.append((strobe, self.hits[reg.name]))
+                with m.If(strobe):
+                    m.d.sync += self.held[reg.name].eq(value[: reg.width])
         for win in plane.regmap.windows.values():
-            with m.If((cur >= win.base) & (cur < win.end)):
-                m.d.comb += getattr(plane, win.name).we.eq(1)
+            strobe = Signal(name=f"write_{win.name}")
+            m.d.comb += getattr(plane, win.name).we.eq(strobe)
+            self.strobes.append((strobe, self.inside[win.name]))
+        m.d.sync += [strobe.eq(0) for strobe, _ in self.strobes]

@@ -34,7 +34,7 @@ Timing (cycles from the cycle a ``tob`` is taken, valid and ready, to its first 
 
 ``lookahead`` (optional hint): a locate (``valid`` for one or more cycles) whose ``tob`` will
 come soon, for example from the book in the cycle it accepts an event (its top of book is on
-``o`` two cycles later). When no event waits, the quoter reads that symbol's state into the
+``o`` four cycles later). When no event waits, the quoter reads that symbol's state into the
 cache in the same cycle (the hint drives the block RAM address directly), so the ``tob`` then
 takes the 6-cycle path. A wrong, late or missing hint only costs time; tied to 0, a ``tob``
 arriving at an idle quoter takes 9 cycles.
