@@ -217,7 +217,7 @@ class Core(wiring.Component):
             quoter.tob.valid.eq(queue.r_rdy | book.o.valid),
             quoter.tob.payload.eq(Mux(queue.r_rdy, queue.r_data, update)),
             queue.r_en.eq(quoter.tob.ready),
-            book.o.ready.eq(through | queue.w_rdy),
+            book.o.ready.eq(queue.w_rdy),  # = through | w_rdy (an empty queue has room)
             queue.w_en.eq(book.o.valid & ~through),
             queue.w_data.eq(update),
             tobfeed.i.valid.eq(book.o.valid & book.o.ready),
