@@ -175,21 +175,40 @@ class FillParser(wiring.Component):
         long_start = Signal(signed(6))
         long_end = Signal(signed(19))
         long_len = Signal(16)
-        for j in range(3):
-            length = Signal(16, name=f"slot{j}_length")
-            end = Signal(signed(19), name=f"slot{j}_end")
+        # A header's length, end and type test for every lane it could start at, side by side;
+        # the slots below only choose among them (a short chain of small multiplexers, not a
+        # chain of lane multiplexers and adders).
+        starts = range(-1, BEAT_BYTES)
+        lengths, ends, types = {}, {}, {}
+        for k in starts:
+            lengths[k] = Signal(16, name=f"length_at{k}")
+            ends[k] = Signal(signed(19), name=f"end_at{k}")
+            types[k] = Signal(name=f"executed_at{k}")
             m.d.comb += [
-                length.eq(Cat(byte_at(start + 1), byte_at(start))),
-                end.eq(start + 2 + length),
+                lengths[k].eq(Cat(byte_at(k + 1), byte_at(k))),
+                ends[k].eq(k + 2 + lengths[k]),
+                types[k].eq((byte_at(k + 2) == ord("S")) & (byte_at(k + 3) == ord("E"))),
             ]
+
+        def chosen(start, values, shape, name):
+            """``values[start]`` (0 when ``start`` is no lane), as an AND-OR of one-hot picks."""
+            picked = Signal(shape, name=name)
+            word = Const(0, len(picked))
+            for k in starts:
+                word = word | (values[k] & (start == k).replicate(len(picked)))
+            m.d.comb += picked.eq(word)
+            return picked
+
+        for j in range(3):
+            length = chosen(start, lengths, 16, f"slot{j}_length")
+            end = chosen(start, ends, signed(19), f"slot{j}_end")
             lo_ok = start + 1 < last_end
             header_cut = present & ~lo_ok
             zero = present & lo_ok & (length == 0)
             fits = end <= last_end
             complete = present & lo_ok & (length != 0) & fits
             runs_on = present & lo_ok & (length != 0) & ~fits
-            executed = (byte_at(start + 2) == ord("S")) & (length >= 2)
-            executed &= byte_at(start + 3) == ord("E")
+            executed = chosen(start, types, 1, f"slot{j}_executed") & (length >= 2)
             shorts["skipped"].append(complete & ~executed)
             shorts["malformed"].append(complete & executed)  # an 'E' is never this short
             events["straddle"].append(header_cut & ~beat.last)
@@ -229,18 +248,30 @@ class FillParser(wiring.Component):
             ]
 
         # Field capture for the packet in progress (or the one starting in this beat).
-        base = Signal(signed(18))
-        m.d.comb += base.eq(Mux(long_any, -long_start, cur_off))
 
         def arriving(pos, origin):
             where = Signal(signed(19), name=f"lane_of_{pos}")
             m.d.comb += where.eq(pos - origin)
             return (where >= 0) & (where < BEAT_BYTES), where[:3]
 
+        def arriving_new(pos):
+            """Whether byte ``pos`` of a packet starting in this beat (at ``long_start``)
+            arrives now, and its value: one-hot over the start lanes, every lane a constant."""
+            here, value = Const(0, 1), Const(0, 8)
+            for k in starts:
+                if 0 <= pos + k < BEAT_BYTES:
+                    hit = long_start == k
+                    here = here | hit
+                    value = value | (lanes[pos + k] & hit.replicate(8))
+            return here, value
+
+        # a packet starting in this beat places its bytes by its start lane, one carried on by
+        # ``cur_off`` (no subtraction after the slot chain)
         for pos, reg in captured.items():
-            here, lane = arriving(pos, base)
-            with m.If(take & here):
-                m.d.sync += reg.eq(Cat(*lanes).word_select(lane, 8))
+            here_carried, lane = arriving(pos, cur_off)
+            here_new, value_new = arriving_new(pos)
+            with m.If(take & Mux(long_any, here_new, here_carried)):
+                m.d.sync += reg.eq(Mux(long_any, value_new, Cat(*lanes).word_select(lane, 8)))
 
         def field(name, origin=None):
             """The big-endian field ``name`` of the packet in progress; with ``origin``, bytes
