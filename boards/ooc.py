@@ -64,3 +64,53 @@ def synthesize(component, name: str, *, freq_mhz: float = 156.25, device: str = 
     critical = log[log.rfind("Critical path report") :] if "Critical path report" in log else ""
     nets = _PATH_LINE.findall(critical)[:40]
     return OocReport(name, fmax, freq_mhz, parse_utilisation(log), nets, log)
+
+
+def _blocks() -> dict:
+    """Block name -> a factory of that block at the capacity the README's table reports
+    (16 symbols, 64 sets x 4 ways, a 256-entry UserRefNum window)."""
+    from ..hdl.book import OrderBook
+    from ..hdl.core import Core
+    from ..hdl.coremap import CoreConfig
+    from ..hdl.egress import OrderEgress
+    from ..hdl.feedhandler import FeedHandler
+    from ..hdl.fills import FillParser
+    from ..hdl.quoter import Quoter
+    from ..hdl.tickparser import TickParser
+    from ..hdl.tickrx import TickReceiver
+    from ..hdl.tobfeed import TopOfBookFeed
+
+    config = CoreConfig(symbols=16, order_sets=64, order_ways=4, ref_window=256)
+    return {
+        "fills": FillParser,
+        "book": lambda: OrderBook(symbols=16, sets=64, ways=4),
+        "quoter": lambda: Quoter(16, 256),
+        "feed": lambda: FeedHandler(groups=2, ports=2),
+        "control": lambda: Core(config)._control,
+        "egress": lambda: OrderEgress(symbols=16),
+        "tickrx": TickReceiver,
+        "tick": TickParser,
+        "tobfeed": lambda: TopOfBookFeed(depth=16),
+    }
+
+
+def main(argv=None) -> None:
+    """Print the out-of-context Fmax, resources and critical path ends of the named blocks."""
+    import argparse
+
+    blocks = _blocks()
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("blocks", nargs="*", help=f"any of {', '.join(blocks)} (default: all)")
+    parser.add_argument("--freq", type=float, default=156.25, help="target MHz")
+    args = parser.parse_args(argv)
+    unknown = set(args.blocks) - set(blocks)
+    if unknown:
+        parser.error(f"unknown blocks: {', '.join(sorted(unknown))}")
+    for name in args.blocks or list(blocks):
+        report = synthesize(blocks[name](), name, freq_mhz=args.freq)
+        used = {cell: n for cell, (n, _) in report.usage.items() if n}
+        print(f"{name}: {report.fmax_mhz} MHz post-route (target {args.freq} MHz); {used}")
+
+
+if __name__ == "__main__":
+    main()

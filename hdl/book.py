@@ -438,9 +438,9 @@ class OrderBook(wiring.Component):
         writes = commit & r.active
         kept = Signal(entry_shape)  # the entry with the quantity taken off
         m.d.comb += [kept.eq(r.new_entry), kept.shares.eq(r.new_entry.shares - r.shares)]
+        new_entry = Mux(r.adding, r.new_entry.as_value(), Mux(r.leaves, 0, kept.as_value()))
         for w, (wp, _) in enumerate(table):
             written = Mux(r.adding, r.add_ok & r.free_first[w], r.lookup_ok & r.hits[w])
-            new_entry = Mux(r.adding, r.new_entry.as_value(), Mux(r.leaves, 0, kept.as_value()))
             m.d.comb += [
                 wp.addr.eq(Mux(clearing, clear_addr, s1_set)),
                 wp.data.eq(Mux(clearing, 0, new_entry)),
@@ -468,7 +468,7 @@ class OrderBook(wiring.Component):
         pending_mark, pending_clear = Signal(), Signal()  # the last "all" operation waiting
         pending_recover = Signal(self.symbols)  # single recoveries since then
         at_recover = _decode(m, self.recover_locate[:lb], lb, "at_recover")
-        mark = Mux(self.recover_all, 0, self.mark_stale_all | pending_mark & ~self.mark_stale_all)
+        mark = ~self.recover_all & (self.mark_stale_all | pending_mark)
         clear = self.recover_all | pending_clear & ~self.mark_stale_all
         recover = Mux(
             self.recover_all,

@@ -291,8 +291,8 @@ class ControlPlane(wiring.Component):
         m.d.comb += accept.eq(judged & verdict["accepted"] & was_idle)
         with m.If(judged):
             m.d.sync += counters["frames"].eq(counters["frames"] + 1)
+            busy = verdict["accepted"] & ~was_idle
             for name, sig in verdict.items():
-                busy = verdict["accepted"] & ~was_idle
                 hit = {"accepted": sig & was_idle, "busy": busy}.get(name, sig)
                 with m.If(hit):
                     m.d.sync += counters[name].eq(counters[name] + 1)

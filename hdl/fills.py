@@ -154,12 +154,12 @@ class FillParser(wiring.Component):
             + [o + k for name in _CAPTURED for o, n in [_FIELD[name]] for k in range(n)]
         }
 
-        def byte_at(pos):
-            """Byte at signed lane ``pos`` (-1 is the byte kept from the previous beat)."""
-            value = Const(0, 8)
-            for k in range(-1, BEAT_BYTES):
-                value = Mux(pos == k, half_hi if k < 0 else lanes[k], value)
-            return value
+        def byte_at(pos: int):
+            """Byte at lane ``pos`` (-1 is the byte kept from the previous beat; 0 past the
+            beat)."""
+            if pos < 0:
+                return half_hi
+            return lanes[pos] if pos < BEAT_BYTES else Const(0, 8)
 
         carried_now = take & ~beat.first & ~skip & carried
         carried_cut = carried_now & beat.last & (rem > last_end)
