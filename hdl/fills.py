@@ -26,27 +26,34 @@ Every packet counts once in :attr:`FillParser.counters`:
 frame filter drops count nothing here (the filter's own counters say why, in
 ``counters.filter``); so does a datagram under 20 bytes, which the filter always drops.
 
-How the datagram is split, 8 bytes a cycle. A packet is at least 3 bytes long, so at most 3
-packet headers start in one beat. Each beat, the start lane of the first header is known from a
-register (the lane after the packet that was in progress, the payload's first lane, or lane
-"-1" when the previous beat ended with a length's first byte); from each header's length the
-next start follows (only packets of at most 7 bytes end in the beat they start in). A packet
-reaching past its beat becomes the packet *in progress*: its fields are captured by their
-offset from its start, each from the lane where it arrives (the lane is the offset less the
-offset of the beat's lane 0), and it is classified in the beat that holds its last byte. Fills
-and counts are made in that beat; counts are committed when the datagram ends (only then is the
-filter's ``drop`` known for any datagram), fills leave through the FIFO one cycle later.
+How the datagram is split, 8 bytes a cycle, in four registered steps (none of them a walk
+from one header to the next on the loop from beat to beat):
+
+1. a :class:`~tick2quote.hdl.soupscan.HeaderScan` tests every lane of the beat as a header
+   (lanes 0 to 7, and -1 when the previous beat ended with a length's first byte);
+2. it walks the beat's headers from every lane the first could start at (a packet is at least
+   3 bytes long, so at most 3 headers start in one beat) and registers each walk's outcome;
+3. the state carried from beat to beat (where the next beat's first header starts, one-hot;
+   the packet *in progress*, reaching past its beat, and its bytes still to come) picks the
+   walk from its start. The packet in progress has its fields captured, each byte from the lane
+   where it arrives: one-hot over the lane it started at and the beat count since;
+4. in the beat holding its last byte, its type bytes and Appendage Length are registered, and
+   it is judged the cycle after: its fill goes into the FIFO, its outcome into the counts.
+
+Counts are committed when the datagram ends (only then is the filter's ``drop`` known for any
+datagram). A fill is on ``o`` 6 cycles after the frame beat holding its last byte is taken.
 
 The input is never back-pressured (``i.ready`` is 1); ``o`` is a stream with a FIFO in front.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .framefilter import FrameFilter, filter_counters_layout
 from .layouts import BEAT_BYTES, beat_layout
 from .orders import fill_layout
+from .soupscan import START_LANES, HeaderScan, walk_layout
 
 __all__ = ["FILL_COUNTERS", "FillParser", "fill_counters_layout", "EXECUTED_FIELDS"]
 
@@ -75,6 +82,9 @@ def _offsets() -> dict[str, tuple[int, int]]:
 _FIELD = _offsets()
 _EXECUTED_SIZE = sum(size for _, size in EXECUTED_FIELDS)  # 36
 _CAPTURED = ("user_ref_num", "quantity", "price", "appendage_length")
+#: Beats after a packet's first in which a captured byte can arrive (its last at offset 38,
+#: from start lane 7 at most).
+_BEATS_KEPT = (max(pos + size for pos, size in _FIELD.values()) - 1 + BEAT_BYTES - 1) // BEAT_BYTES
 
 
 def fill_counters_layout(width: int = 32) -> data.StructLayout:
@@ -124,226 +134,204 @@ class FillParser(wiring.Component):
             self.o.payload.eq(queue.r_data),
             queue.r_en.eq(self.o.ready),
         ]
-        beat = flt.o.payload
-        take = flt.o.valid
+        # The beat's headers walked from every start lane, one cycle ahead; here, the state
+        # carried from beat to beat only picks the walk from its start.
+        m.submodules.scan = scan = HeaderScan(message_type=ord("E"), message_size=_EXECUTED_SIZE)
+        m.d.comb += [scan.valid.eq(flt.o.valid), scan.beat.eq(flt.o.payload)]
+        beat = scan.out_beat
+        take = scan.out_valid
         lanes = [beat.data[8 * k : 8 * k + 8] for k in range(BEAT_BYTES)]
-
-        # Lowest and highest valid lanes of the beat.
-        low = Signal(3)
-        high = Signal(3)
-        for k in reversed(range(BEAT_BYTES)):
-            with m.If(beat.keep[k]):
-                m.d.comb += low.eq(k)
-        for k in range(BEAT_BYTES):
-            with m.If(beat.keep[k]):
-                m.d.comb += high.eq(k)
-        last_end = Signal(signed(6))  # one past the highest valid lane
-        m.d.comb += last_end.eq(high + 1)
+        is_low, is_high = list(scan.out_low), list(scan.out_high)
+        starts = START_LANES
 
         # State carried between the beats of a datagram.
         carried = Signal()  # a packet is in progress
         rem = Signal(17)  # its bytes still to come
-        half = Signal()  # the previous beat ended with a length's first byte ...
-        half_hi = Signal(8)  # ... this one
+        rem_at = Signal(BEAT_BYTES + 1, init=1)  # the same, one-hot when at most 8 (else 0)
+        half = Signal()  # the previous beat ended with a length's first byte
         skip = Signal()  # a length of 0 was seen: ignore the rest of the datagram
         cur_len = Signal(16)  # the packet in progress: its length field
-        cur_off = Signal(17)  # and the offset of this beat's lane 0 in it
+        cur_want = Signal(16)  # and the Appendage Length an Order Executed of that length has
+        origin = Signal(len(starts))  # the lane it started at, one-hot over ``starts``
+        beat_no = Signal(_BEATS_KEPT)  # this beat is its beat 1 + (the bit set); 0 past them
         captured = {
             pos: Signal(8, name=f"byte{pos}")
             for pos in [2, 3]  # the SoupBinTCP packet type and the OUCH message type
             + [o + k for name in _CAPTURED for o, n in [_FIELD[name]] for k in range(n)]
         }
 
-        def byte_at(pos: int):
-            """Byte at lane ``pos`` (-1 is the byte kept from the previous beat; 0 past the
-            beat)."""
-            if pos < 0:
-                return half_hi
-            return lanes[pos] if pos < BEAT_BYTES else Const(0, 8)
-
         carried_now = take & ~beat.first & ~skip & carried
-        carried_cut = carried_now & beat.last & (rem > last_end)
-        carried_done = carried_now & (rem <= 8) & ~carried_cut
-        slots_on = take & (beat.first | ~skip) & (beat.first | ~carried | (rem <= 8))
-        start = Signal(signed(6), name="slot0_start")
-        m.d.comb += start.eq(Mux(beat.first, low, Mux(half, -1, Mux(carried, rem[:4], 0))))
+        rem_in_beat = rem_at.any()
+        ends_in_beat = Cat(*(rem_at[r] & is_high[h] for r in range(BEAT_BYTES + 1)
+                             for h in range(BEAT_BYTES) if r <= h + 1)).any()  # fmt: skip
+        carried_cut = carried_now & beat.last & ~ends_in_beat
+        carried_done = carried_now & rem_in_beat & ~carried_cut
 
-        present = Signal(name="slot0_present")
-        m.d.comb += present.eq(slots_on & (start < last_end))
-        shorts = {"skipped": [], "malformed": []}
-        events = {"straddle": [], "zero": [], "truncated": [], "long": []}
-        long_start = Signal(signed(6))
-        long_end = Signal(signed(19))
-        long_len = Signal(16)
-        # A header's length, end and type test for every lane it could start at, side by side;
-        # the slots below only choose among them (a short chain of small multiplexers, not a
-        # chain of lane multiplexers and adders).
-        starts = range(-1, BEAT_BYTES)
-        lengths, ends, types = {}, {}, {}
+        # the first header: at the payload's first lane in a datagram's first beat; else where
+        # the previous beat left it (``start``, one-hot over ``starts``): after the byte kept
+        # from the previous beat, after the packet in progress, or at lane 0; none after a
+        # length of 0 or within a packet
+        start = Signal(len(starts), init=1 << 1)
+        first_at = {k: Signal(name=f"first_at{k}") for k in starts}
         for k in starts:
-            lengths[k] = Signal(16, name=f"length_at{k}")
-            ends[k] = Signal(signed(19), name=f"end_at{k}")
-            types[k] = Signal(name=f"executed_at{k}")
-            m.d.comb += [
-                lengths[k].eq(Cat(byte_at(k + 1), byte_at(k))),
-                ends[k].eq(k + 2 + lengths[k]),
-                types[k].eq((byte_at(k + 2) == ord("S")) & (byte_at(k + 3) == ord("E"))),
-            ]
-
-        def chosen(start, values, shape, name):
-            """``values[start]`` (0 when ``start`` is no lane), as an AND-OR of one-hot picks."""
-            picked = Signal(shape, name=name)
-            word = Const(0, len(picked))
-            for k in starts:
-                word = word | (values[k] & (start == k).replicate(len(picked)))
-            m.d.comb += picked.eq(word)
-            return picked
-
-        for j in range(3):
-            length = chosen(start, lengths, 16, f"slot{j}_length")
-            end = chosen(start, ends, signed(19), f"slot{j}_end")
-            lo_ok = start + 1 < last_end
-            header_cut = present & ~lo_ok
-            zero = present & lo_ok & (length == 0)
-            fits = end <= last_end
-            complete = present & lo_ok & (length != 0) & fits
-            runs_on = present & lo_ok & (length != 0) & ~fits
-            executed = chosen(start, types, 1, f"slot{j}_executed") & (length >= 2)
-            shorts["skipped"].append(complete & ~executed)
-            shorts["malformed"].append(complete & executed)  # an 'E' is never this short
-            events["straddle"].append(header_cut & ~beat.last)
-            events["truncated"].append((header_cut | runs_on) & beat.last)
-            events["zero"].append(zero)
-            long = runs_on & ~beat.last
-            events["long"].append(long)
-            with m.If(long):
-                m.d.comb += [long_start.eq(start), long_end.eq(end), long_len.eq(length)]
-            next_start = Signal(signed(6), name=f"slot{j + 1}_start")
-            next_present = Signal(name=f"slot{j + 1}_present")
-            m.d.comb += [next_start.eq(end), next_present.eq(complete & (end < last_end))]
-            start, present = next_start, next_present
-
-        long_any = Cat(*events["long"]).any()
-        straddle = Cat(*events["straddle"]).any()
-        zero_any = Cat(*events["zero"]).any()
+            low = is_low[k] if k >= 0 else Const(0)
+            m.d.comb += first_at[k].eq(take & Mux(beat.first, low, start[k + 1]))
+        walk = Signal(walk_layout)
+        word = Const(0, walk_layout.size)
+        for k in starts:
+            word = word | (scan.walks[k + 1].as_value() & first_at[k].replicate(len(word)))
+        m.d.comb += walk.eq(word)
 
         # Next state.
         with m.If(take):
             with m.If(beat.last):
-                m.d.sync += [carried.eq(0), half.eq(0), skip.eq(0)]
+                m.d.sync += [carried.eq(0), half.eq(0), skip.eq(0), start.eq(start.init)]
             with m.Elif(~beat.first & skip):
                 pass
             with m.Else():
-                continuing = carried_now & (rem > 8)
+                continuing = carried_now & ~rem_in_beat
+                rem_after = Cat(*(rem == BEAT_BYTES + r for r in range(BEAT_BYTES + 1)))
+                carried_next = walk.long | continuing
+                rem_at_next = Mux(walk.long, walk.rest_at, Mux(continuing, rem_after, 1))
+                after = Mux(carried_next, rem_at_next[:BEAT_BYTES], 1)
                 m.d.sync += [
-                    carried.eq(long_any | continuing),
-                    rem.eq(Mux(long_any, long_end - 8, Mux(continuing, rem - 8, 0))),
-                    half.eq(straddle),
-                    half_hi.eq(lanes[BEAT_BYTES - 1]),
-                    skip.eq(zero_any),
+                    carried.eq(carried_next),
+                    rem.eq(Mux(walk.long, walk.rest, Mux(continuing, rem - 8, 0))),
+                    rem_at.eq(rem_at_next),
+                    start.eq(Mux(walk.zero, 0, Mux(walk.straddle, 1, Cat(Const(0), after)))),
+                    half.eq(walk.straddle),
+                    skip.eq(walk.zero),
                 ]
+
+        # The packets' fields are captured and judged one cycle later, from the beat and its
+        # walk registered (off the loop above).
+        def later(value, name):
+            held = Signal.like(value, name=f"late_{name}")
+            m.d.sync += held.eq(value)
+            return held
+
+        take, beat, walk = later(take, "take"), later(beat, "beat"), later(walk, "walk")
+        carried_done, carried_cut = later(carried_done, "done"), later(carried_cut, "cut")
+        lanes = [beat.data[8 * k : 8 * k + 8] for k in range(BEAT_BYTES)]
+        long_at = dict(zip(starts, walk.long_at))
+        with m.If(take):
             m.d.sync += [
-                cur_off.eq(Mux(long_any, 8 - long_start, cur_off + 8)),
-                cur_len.eq(Mux(long_any, long_len, cur_len)),
+                origin.eq(Mux(walk.long, walk.long_at, origin)),
+                beat_no.eq(Mux(walk.long, 1, beat_no << 1)),
+                cur_len.eq(Mux(walk.long, walk.length, cur_len)),
+                cur_want.eq(Mux(walk.long, walk.want, cur_want)),
             ]
 
         # Field capture for the packet in progress (or the one starting in this beat).
 
-        def arriving(pos, origin):
-            where = Signal(signed(19), name=f"lane_of_{pos}")
-            m.d.comb += where.eq(pos - origin)
-            return (where >= 0) & (where < BEAT_BYTES), where[:3]
-
-        def arriving_new(pos):
-            """Whether byte ``pos`` of a packet starting in this beat (at ``long_start``)
-            arrives now, and its value: one-hot over the start lanes, every lane a constant."""
+        def arriving(pos, at_lane, beats):
+            """Whether byte ``pos`` of a packet arrives in this beat, and its value: one-hot over
+            the lane ``at_lane`` it started at and its beat ``beats`` (``{index: bit}``, 0 the
+            beat it started in), every lane a constant."""
             here, value = Const(0, 1), Const(0, 8)
             for k in starts:
-                if 0 <= pos + k < BEAT_BYTES:
-                    hit = long_start == k
+                index, lane = divmod(pos + k, BEAT_BYTES)
+                if pos + k >= 0 and index in beats:
+                    hit = at_lane[k] & beats[index]
                     here = here | hit
-                    value = value | (lanes[pos + k] & hit.replicate(8))
+                    value = value | (lanes[lane] & hit.replicate(8))
             return here, value
 
-        # a packet starting in this beat places its bytes by its start lane, one carried on by
-        # ``cur_off`` (no subtraction after the slot chain)
-        for pos, reg in captured.items():
-            here_carried, lane = arriving(pos, cur_off)
-            here_new, value_new = arriving_new(pos)
-            with m.If(take & Mux(long_any, here_new, here_carried)):
-                m.d.sync += reg.eq(Mux(long_any, value_new, Cat(*lanes).word_select(lane, 8)))
+        in_progress = dict(zip(starts, origin))
+        later_beats = {n + 1: beat_no[n] for n in range(_BEATS_KEPT)}
 
-        def field(name, origin=None):
-            """The big-endian field ``name`` of the packet in progress; with ``origin``, bytes
-            arriving in this beat (relative to ``origin``) are taken from their lanes."""
+        def arriving_carried(pos):
+            return arriving(pos, in_progress, later_beats)
+
+        # a packet starting in this beat places its bytes by its start lane, one carried on by
+        # its start lane and beat count (no arithmetic after the slot chain)
+        for pos, reg in captured.items():
+            here_carried, value_carried = arriving_carried(pos)
+            here_new, value_new = arriving(pos, long_at, {0: Const(1)})
+            with m.If(take & Mux(walk.long, here_new, here_carried)):
+                m.d.sync += reg.eq(Mux(walk.long, value_new, value_carried))
+
+        def field(name, *, arriving_now=False):
+            """The big-endian field ``name`` of the packet in progress; with ``arriving_now``,
+            bytes arriving in this beat are taken from their lanes."""
             pos, size = _FIELD[name]
             out = []
             for k in range(size):
                 value = captured[pos + k]
-                if origin is not None:
-                    here, lane = arriving(pos + k, origin)
-                    value = Mux(here, Cat(*lanes).word_select(lane, 8), value)
+                if arriving_now:
+                    here, lane_value = arriving_carried(pos + k)
+                    value = Mux(here, lane_value, value)
                 out.append(value)
             return Cat(*reversed(out))
 
-        # Classification of the packet in progress, in the beat of its last byte.
-        # (a packet of a few bytes may end in the beat after its start: its type bytes are
-        # then arriving now)
+        # Classification of the packet in progress, in the beat of its last byte: its bytes
+        # (some may arrive in that beat: the type bytes of a packet of a few bytes, the
+        # Appendage Length) are registered there and judged the cycle after.
         def view(pos):
-            here, lane = arriving(pos, cur_off)
-            return Mux(here, Cat(*lanes).word_select(lane, 8), captured[pos])
+            here, value = arriving_carried(pos)
+            return Mux(here, value, captured[pos])
 
-        executed = (view(2) == ord("S")) & (view(3) == ord("E")) & (cur_len >= 2)
-        appendage = field("appendage_length", cur_off)
-        consistent = (cur_len >= 1 + _EXECUTED_SIZE) & (cur_len == 1 + _EXECUTED_SIZE + appendage)
-        price = field("price")
-        price_ok = price[32:] == 0
+        judged = later(carried_done, "judged")
+        packet_type, message_type = later(view(2), "packet_type"), later(view(3), "message_type")
+        appendage = later(field("appendage_length", arriving_now=True), "appendage")
+        want = later(cur_want, "want")
+        long_enough = later(cur_len >= 2, "long_enough")
+        sized = later(cur_len >= 1 + _EXECUTED_SIZE, "sized")
+        price_ok = later(field("price")[32:] == 0, "price_ok")
+        fill = Signal(fill_layout)  # the fields of every finished packet (all came earlier)
+        with m.If(carried_done):
+            m.d.sync += [
+                fill.user_ref.eq(field("user_ref_num")),
+                fill.quantity.eq(field("quantity")),
+                fill.price.eq(field("price")[:32]),
+            ]
+        executed = (packet_type == ord("S")) & (message_type == ord("E")) & long_enough
+        consistent = sized & (appendage == want)
         outcome = {
-            "fills": carried_done & executed & consistent & price_ok,
-            "bad_price": carried_done & executed & consistent & ~price_ok,
-            "malformed": carried_done & executed & ~consistent,
-            "skipped": carried_done & ~executed,
+            "fills": judged & executed & consistent & price_ok,
+            "bad_price": judged & executed & consistent & ~price_ok,
+            "malformed": judged & executed & ~consistent,
+            "skipped": judged & ~executed,
         }
-        fill = Signal(fill_layout)
-        m.d.comb += [
-            fill.user_ref.eq(field("user_ref_num")),
-            fill.quantity.eq(field("quantity")),
-            fill.price.eq(price[:32]),
-        ]
 
-        # Counts: per datagram, committed at its end unless the filter dropped it.
-        beat_counts = {
-            "bad_price": outcome["bad_price"],
-            "malformed": Cat(outcome["malformed"], zero_any, *shorts["malformed"]),
-            "skipped": Cat(outcome["skipped"], *shorts["skipped"]),
-            "truncated": Cat(carried_cut, *events["truncated"]),
-        }
+        # Counts: per datagram, committed at its end unless the filter dropped it; tallied two
+        # cycles after the beat (with its judgement), from its outcomes registered.
         seen = Signal(5)  # payload bytes of the datagram, up to 20
         count_now = Signal(5)
         m.d.comb += count_now.eq(Mux(beat.first, 0, seen) + sum(beat.keep))
         with m.If(take):
             m.d.sync += seen.eq(Mux(count_now >= 20, 20, count_now))
-        commit = take & beat.last & ~beat.drop & (count_now >= 20)
+        commit = later(take & beat.last & ~beat.drop & (count_now >= 20), "commit")
+        walk = later(walk, "judged_walk")
+        take, beat = later(take, "judged_take"), later(beat, "judged_beat")
+        beat_counts = {
+            "bad_price": outcome["bad_price"],
+            "malformed": outcome["malformed"] + walk.malformed,
+            "skipped": outcome["skipped"] + walk.skipped,
+            "truncated": later(carried_cut, "judged_cut") + walk.truncated,
+        }
         counters = {name: Signal(32, name=f"{name}_count") for name in FILL_COUNTERS}
         m.d.comb += self.counters.eq(Cat(flt.counters, *counters.values()))
+        tally, tally_first, tally_last, tally_commit = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [
+            tally.eq(take),
+            tally_first.eq(beat.first),
+            tally_last.eq(beat.last),
+            tally_commit.eq(commit),
+        ]
         for name, bits in beat_counts.items():
             now = Signal(3, name=f"{name}_now")
             pending = Signal(12, name=f"{name}_pending")
-            m.d.comb += now.eq(sum(list(bits)))
-            with m.If(take):
-                m.d.sync += pending.eq(Mux(beat.last, 0, Mux(beat.first, 0, pending) + now))
-            with m.If(commit):
-                total = Mux(beat.first, 0, pending) + now
+            m.d.sync += now.eq(bits)
+            with m.If(tally):
+                m.d.sync += pending.eq(Mux(tally_last, 0, Mux(tally_first, 0, pending) + now))
+            with m.If(tally_commit):
+                total = Mux(tally_first, 0, pending) + now
                 m.d.sync += counters[name].eq(counters[name] + total)
 
-        emit = take & outcome["fills"] & ~beat.drop
-        queued = Signal()
-        m.d.sync += queued.eq(emit)
-        held = Signal(fill_layout)
+        emit = outcome["fills"] & ~beat.drop
+        m.d.comb += [queue.w_en.eq(emit), queue.w_data.eq(fill)]
         with m.If(emit):
-            m.d.sync += held.eq(fill)
-        m.d.comb += [queue.w_en.eq(queued), queue.w_data.eq(held)]
-        with m.If(queued):
             with m.If(queue.w_rdy):
                 m.d.sync += counters["fills"].eq(counters["fills"] + 1)
             with m.Else():
