@@ -17,18 +17,21 @@ Structure (all state in block-RAM-shaped memories with registered read ports):
 - subscription mask and trading state: one bit / one byte per symbol, in memories; sticky stale
   flags: one register bit per symbol (``mark_stale_all`` sets all at once).
 
-Timing. One event is in flight at a time, in three registered stages. Cycle 0: the event is
-accepted; its hash and locate address the order table and both ladders at once. Cycle 1
-(*read*): the memories answer and their words are registered as they are (block RAM's output
-delay is most of an ECP5 cycle). Cycle 2 (*match*): the way match, the entry, the quantity and
-every ladder level's compares against the price (both sides, the side chosen after), registered.
-Cycle 3 (*commit*): the new ladder word and table entry are written back, the stale flags and
-counters updated, and the update record registered: it is valid on ``o`` in cycle 4. All read
-ports are transparent to the write ports, so the next event is accepted in cycle 3: **one event
-per 3 cycles** (``REPLACE`` takes a second pass for its new reference: six cycles, update valid
-in cycle 7). ``o`` back-pressure holds the commit; nothing is dropped. At 10 GbE line rate
-messages average about 5 beats of 8 bytes (42 bytes on the wire for a realistic mix), so one
-event per 3 cycles keeps up, with the feed handler's buffer for bursts.
+Timing. One event is in flight at a time, in three registered stages and a write-back. Cycle 0:
+the event is accepted; its hash and locate address the order table and both ladders at once.
+Cycle 1 (*read*): the memories answer and their words are registered as they are (block RAM's
+output delay is most of an ECP5 cycle). Cycle 2 (*match*): the way match and, side by side, the
+compares against every way's entry (its quantity; every ladder level against its price on its
+side) and against the event's own price, the one that applies chosen after the match;
+registered. Cycle 3 (*commit*): the table entry is written back, the stale flags updated, and
+the new ladder word registered; the next event is accepted in this cycle. Cycle 4
+(*write-back*): the ladder word is written to its memory (a read of it issued in cycle 3 takes
+it from the register), the update record made from it and the counters counted: the record is
+valid on ``o`` in cycle 5. So **one event per 3 cycles** (``REPLACE`` takes a second pass for
+its new reference: six cycles, update valid in cycle 8). ``o`` back-pressure holds the commit;
+nothing is dropped. At 10 GbE line rate messages average about 5 beats of 8 bytes (42 bytes on
+the wire for a realistic mix), so one event per 3 cycles keeps up, with the feed handler's
+buffer for bursts.
 
 Stale marks and recoveries (``mark_stale_all``, ``recover_all``, ``recover``) act after every
 event accepted before them: while an event is in flight they wait, composed in arrival order,
@@ -157,7 +160,7 @@ class OrderBook(wiring.Component):
     counters: :data:`counter_layout`. clearing: the reset-time sweep is running.
 
     ``mark_stale_all`` and the recover inputs act after every event accepted before them (a
-    REPLACE's two passes included). busy: an event is in flight.
+    REPLACE's two passes included). busy: an event is in flight (to its write-back).
     """
 
     def __init__(self, symbols=1024, sets=16384, ways=4, depth=8, *, garbage_seed=None):
@@ -230,11 +233,17 @@ class OrderBook(wiring.Component):
         m.d.comb += [state_rp.addr.eq(self.state_locate), self.state.eq(state_rp.data)]
 
         # ------------------------------------------------------------ pipeline state
+        # the ladder a commit wrote, written back and turned into the update record next cycle
+        wb_write, wb_record = Signal(), Signal()
+        wb_side = Signal()
+        wb_loc = Signal(lb)
+        wb_ladder = Signal(ladder_shape)
         # One event (one REPLACE pass) is in flight at a time: read (1), match (2), commit (3).
         s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
         ev = Signal(BookEvent)  # the event in flight, from acceptance to its commit
         second = Signal()  # REPLACE: the pass that adds the new reference
         s1_set = Signal(sb)
+        s1_key = Signal(64)  # the reference the pass looks up (registered with its set)
         saved_side = Signal()
         saved_top = Signal(top_of_book_layout)
         saved_unknown = Signal()
@@ -244,7 +253,7 @@ class OrderBook(wiring.Component):
         o_free = ~self.o.valid | self.o.ready
         commit = s3_valid & o_free
         busy = s1_valid | s2_valid | s3_valid
-        m.d.comb += self.busy.eq(busy)
+        m.d.comb += self.busy.eq(busy | wb_record)
         is_replace_first = (ev.kind == EventKind.REPLACE) & ~second
         go_second = Signal()
         finish = commit & ~go_second
@@ -253,23 +262,30 @@ class OrderBook(wiring.Component):
 
         # ------------------------------------------------------------ stage 0: addresses
         issue_second = commit & go_second
-        key = Mux(second, ev.new_ref, ev.order_ref)
+        # the memories read every cycle, at the input event's addresses or, while a REPLACE's
+        # first pass waits to commit (no event is accepted then), at its new reference's: the
+        # addresses do not wait for the commit (nor for ``o.ready``). The subscription bit read
+        # for a second pass is not used.
+        second_next = s3_valid & go_second
         set_addr = Mux(
-            issue_second, fold_hash(ev.new_ref, sb), fold_hash(self.i.payload.order_ref, sb)
+            second_next, fold_hash(ev.new_ref, sb), fold_hash(self.i.payload.order_ref, sb)
         )
-        symbol_addr = Mux(issue_second, ev.locate, self.i.payload.locate)[:lb]
-        for _, rp in table + ladders:
-            m.d.comb += rp.en.eq(accept | issue_second)
+        symbol_addr = Mux(second_next, ev.locate, self.i.payload.locate)[:lb]
         for _, rp in table:
             m.d.comb += rp.addr.eq(set_addr)
         for _, rp in ladders:
             m.d.comb += rp.addr.eq(symbol_addr)
-        m.d.comb += [mask_rp.en.eq(accept), mask_rp.addr.eq(self.i.payload.locate[:lb])]
+        m.d.comb += mask_rp.addr.eq(self.i.payload.locate[:lb])
         m.d.sync += [s1_valid.eq(accept | issue_second), s2_valid.eq(s1_valid)]
         with m.If(accept):
-            m.d.sync += [ev.eq(self.i.payload), second.eq(0), s1_set.eq(set_addr)]
+            m.d.sync += [
+                ev.eq(self.i.payload),
+                second.eq(0),
+                s1_set.eq(set_addr),
+                s1_key.eq(self.i.payload.order_ref),
+            ]
         with m.Elif(issue_second):
-            m.d.sync += [second.eq(1), s1_set.eq(set_addr)]
+            m.d.sync += [second.eq(1), s1_set.eq(set_addr), s1_key.eq(ev.new_ref)]
         with m.If(s2_valid):
             m.d.sync += s3_valid.eq(1)
         with m.Elif(commit):
@@ -283,11 +299,11 @@ class OrderBook(wiring.Component):
         read_tracked = Signal()
         with m.If(s1_valid):
             m.d.sync += [r.eq(rp.data) for r, (_, rp) in zip(read_entries, table)]
-            m.d.sync += [
-                read_bids.eq(ladders[0][1].data),
-                read_asks.eq(ladders[1][1].data),
-                read_tracked.eq(mask_rp.data[0]),
-            ]
+            # a ladder written back this cycle was read the cycle before: forwarded
+            for side, read in enumerate((read_bids, read_asks)):
+                forward = wb_write & (wb_side == side) & (wb_loc == ev.locate[:lb])
+                m.d.sync += read.eq(Mux(forward, wb_ladder.as_value(), ladders[side][1].data))
+            m.d.sync += read_tracked.eq(mask_rp.data[0])
 
         # ------------------------------------------------------------ stage 2: match, compare
         kind = ev.kind
@@ -297,6 +313,7 @@ class OrderBook(wiring.Component):
         loc = ev.locate[:lb]
         active = is_book & locate_ok & (read_tracked | second)
 
+        key = s1_key
         match = WayMatch(m, entry_shape, read_entries, key, sb)
         entry = match.entry
         adding = (kind == EventKind.ADD) | second
@@ -309,7 +326,19 @@ class OrderBook(wiring.Component):
         mismatch = match.found & (entry.locate != loc)
         lookup_ok = match.found & ~mismatch
         takes_all = (kind == EventKind.DELETE) | (kind == EventKind.REPLACE)
-        overfill = ~takes_all & (ev.shares > entry.shares)
+
+        # the compares against the entry's fields made for every way, the way chosen after
+        def of_match(per_way, shape, name):
+            chosen = Signal(shape, name=name)
+            word = 0
+            for way, value in enumerate(per_way):
+                word = word | (value & match.hits[way].replicate(len(chosen)))
+            m.d.comb += chosen.eq(word)
+            return chosen
+
+        more = of_match([ev.shares > e.shares for e in read_entries], 1, "more_than_entry")
+        same = of_match([ev.shares == e.shares for e in read_entries], 1, "same_as_entry")
+        overfill = ~takes_all & more
         quantity = Mux(takes_all | overfill, entry.shares, ev.shares)
         side = Mux(adding, Mux(second, saved_side, ev.side), entry.side)
         price = Mux(adding, ev.price, entry.price)
@@ -339,10 +368,21 @@ class OrderBook(wiring.Component):
                 m.d.sync += reg.eq(value)
             return reg
 
-        # both sides compared, the side chosen after (it is known only once the entry matched)
-        bid_flags = ladder_flags(m, read_bids, bid=1, price=price)
-        ask_flags = ladder_flags(m, read_asks, bid=0, price=price)
-        flags = stage3(Mux(side, ask_flags.as_value(), bid_flags.as_value()), "flags")
+        # the ladder compares made for every price the event can act at (its own, for an add;
+        # each way's entry, for a removal) on the side that price is on; the one that applies
+        # chosen after the way match
+        def side_flags(price, on_ask):
+            bid_flags = ladder_flags(m, read_bids, bid=1, price=price)
+            ask_flags = ladder_flags(m, read_asks, bid=0, price=price)
+            return Mux(on_ask, ask_flags.as_value(), bid_flags.as_value())
+
+        add_side = Mux(second, saved_side, ev.side)
+        add_flags = side_flags(ev.price, add_side)
+        flag_bits = flags_layout(self.depth).size
+        way_flags = of_match(
+            [side_flags(e.price, e.side) for e in read_entries], flag_bits, "entry_flags"
+        )
+        flags = stage3(Mux(adding, add_flags, way_flags), "flags")
         r = SimpleNamespace(
             **{
                 name: stage3(value, name)
@@ -355,7 +395,7 @@ class OrderBook(wiring.Component):
                     "side": side,
                     "price": price,
                     "shares": Mux(adding, ev.shares, quantity),
-                    "leaves": quantity == entry.shares,
+                    "leaves": takes_all | overfill | same,
                     "sticky": sticky,
                     "hits": match.hits,
                     "free_first": match.free_first,
@@ -394,39 +434,78 @@ class OrderBook(wiring.Component):
             r.adding, ~r.add_ok, ~r.lookup_ok | r.overfill
         )  # any counted refusal marks the symbol stale
 
-        def top(bid_ladder, ask_ladder, sticky):
+        def top(bid_ladder, ask_ladder, sticky, event):
             rec = Signal(top_of_book_layout)
             m.d.comb += [
-                rec.locate.eq(ev.locate),
+                rec.locate.eq(event.locate),
                 rec.bid_px.eq(bid_ladder.levels[0].price),
                 rec.bid_sz.eq(bid_ladder.levels[0].shares),
                 rec.ask_px.eq(ask_ladder.levels[0].price),
                 rec.ask_sz.eq(ask_ladder.levels[0].shares),
                 rec.stale.eq(sticky | best_unknown(bid_ladder) | best_unknown(ask_ladder)),
-                rec.sequence.eq(ev.sequence),
-                rec.stamp.eq(ev.stamp),
+                rec.sequence.eq(event.sequence),
+                rec.stamp.eq(event.stamp),
                 rec.unknown.eq(best_unknown(bid_ladder) | best_unknown(ask_ladder)),
             ]
             return rec
 
         # the second pass of a REPLACE uses the flag its first pass saw: a stale pulse between
         # the passes then acts after the whole REPLACE, as documented
-        current = top(bids, asks, r.sticky)
+        current = top(bids, asks, r.sticky, ev)
         before = Signal(top_of_book_layout)
         m.d.comb += before.eq(Mux(second, saved_top.as_value(), current.as_value()))
+        unknown_before = Mux(second, saved_unknown, best_unknown(old))
+
+        # stage 4 (write-back): the new ladder, registered at the commit, is written to its
+        # memory and the update record made from it
+        writes = commit & r.active
+        ladder_write = writes & Mux(r.adding, r.add_ok, r.lookup_ok)
+        m.d.sync += [wb_write.eq(ladder_write), wb_record.eq(finish)]
+        with m.If(commit):
+            m.d.sync += [wb_side.eq(r.side), wb_loc.eq(loc), wb_ladder.eq(update.new)]
+        wb = SimpleNamespace(
+            **{
+                name: Signal.like(value, name=f"wb_{name}")
+                for name, value in {
+                    "before": before,
+                    "bids": bids,
+                    "asks": asks,
+                    "sticky": r.sticky | refused,
+                    "changes": r.changes,
+                    "active": r.active,
+                    "unknown_before": unknown_before,
+                    "locate": ev.locate,
+                    "sequence": ev.sequence,
+                    "stamp": ev.stamp,
+                }.items()
+            }
+        )
+        with m.If(commit):
+            m.d.sync += [
+                wb.before.eq(before),
+                wb.bids.eq(bids),
+                wb.asks.eq(asks),
+                wb.sticky.eq(r.sticky | refused),
+                wb.changes.eq(r.changes),
+                wb.active.eq(r.active),
+                wb.unknown_before.eq(unknown_before),
+                wb.locate.eq(ev.locate),
+                wb.sequence.eq(ev.sequence),
+                wb.stamp.eq(ev.stamp),
+            ]
+        # the ladder is written only when the event changed it: otherwise it is the one read
         new_bids = Signal(ladder_shape)
         new_asks = Signal(ladder_shape)
         m.d.comb += [
-            new_bids.eq(Mux(r.side, bids.as_value(), update.new.as_value())),
-            new_asks.eq(Mux(r.side, update.new.as_value(), asks.as_value())),
+            new_bids.eq(Mux(wb_write & ~wb_side, wb_ladder.as_value(), wb.bids.as_value())),
+            new_asks.eq(Mux(wb_write & wb_side, wb_ladder.as_value(), wb.asks.as_value())),
         ]
-        after = top(new_bids, new_asks, r.sticky | refused)
-        unknown_before = Mux(second, saved_unknown, best_unknown(old))
-        unknown_after = best_unknown(update.new)
+        after = top(new_bids, new_asks, wb.sticky, wb)
+        unknown_after = Mux(wb_side, best_unknown(new_asks), best_unknown(new_bids))
         # ``unknown`` is part of ``stale`` already: a record changes with what the model sees
         seen = [name for name, _ in top_of_book_layout if name != "unknown"]
-        differs = Cat(before[n] for n in seen) != Cat(after[n] for n in seen)
-        changed = differs & r.changes
+        differs = Cat(wb.before[n] for n in seen) != Cat(after[n] for n in seen)
+        changed = differs & wb.changes
 
         with m.If(issue_second):
             m.d.sync += [
@@ -435,7 +514,6 @@ class OrderBook(wiring.Component):
                 saved_unknown.eq(best_unknown(old)),
                 saved_sticky.eq(r.sticky),
             ]
-        writes = commit & r.active
         kept = Signal(entry_shape)  # the entry with the quantity taken off
         m.d.comb += [kept.eq(r.new_entry), kept.shares.eq(r.new_entry.shares - r.shares)]
         new_entry = Mux(r.adding, r.new_entry.as_value(), Mux(r.leaves, 0, kept.as_value()))
@@ -446,12 +524,11 @@ class OrderBook(wiring.Component):
                 wp.data.eq(Mux(clearing, 0, new_entry)),
                 wp.en.eq(clear_sets | (writes & written)),
             ]
-        ladder_write = writes & Mux(r.adding, r.add_ok, r.lookup_ok)
         for s, (wp, _) in enumerate(ladders):
             m.d.comb += [
-                wp.addr.eq(Mux(clearing, clear_addr, loc)),
-                wp.data.eq(Mux(clearing, 0, update.new.as_value())),
-                wp.en.eq(clear_symbols | (ladder_write & (r.side == s))),
+                wp.addr.eq(Mux(clearing, clear_addr, wb_loc)),
+                wp.data.eq(Mux(clearing, 0, wb_ladder.as_value())),
+                wp.en.eq(clear_symbols | (wb_write & (wb_side == s))),
             ]
         m.d.comb += [
             mask_wp.addr.eq(Mux(clearing, clear_addr, self.mask_locate)),
@@ -493,7 +570,7 @@ class OrderBook(wiring.Component):
             ]
         m.d.comb += self.stale_now.eq(stale.bit_select(self.stale_locate[:lb], 1))
 
-        with m.If(finish):
+        with m.If(wb_record):
             m.d.sync += [self.o.valid.eq(changed), self.o.payload.eq(after)]
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
@@ -513,9 +590,14 @@ class OrderBook(wiring.Component):
             "bad_side": r.bad_side,
             "table_full": r.full,
             "levels_evicted": r.active & r.adding & r.add_ok & update.evicted,
-            "best_unknown": r.active & unknown_after & ~unknown_before,
         }
+        # counted at the write-back, with ``best_unknown`` (from the ladder written back)
+        counted = Signal(len(outcomes), name="wb_outcomes")
         with m.If(finish):
+            m.d.sync += counted.eq(Cat(*outcomes.values()))
+        outcomes = dict(zip(outcomes, counted))
+        outcomes["best_unknown"] = wb.active & unknown_after & ~wb.unknown_before
+        with m.If(wb_record):
             for name, cond in outcomes.items():
                 counter = getattr(self.counters, name)
                 m.d.sync += counter.eq(counter + cond)

@@ -309,7 +309,7 @@ def test_subscription_changes_between_events():
     assert model.counters["untracked"] > 0
 
 
-def test_latency_is_four_cycles_and_one_event_per_three_cycles():
+def test_latency_is_five_cycles_and_one_event_per_three_cycles():
     records = generate(FeedConfig(seed=3, symbols=8, messages=600))
     run, _ = check_stream(records)
     kinds = [r.type for r in records]
@@ -319,7 +319,7 @@ def test_latency_is_four_cycles_and_one_event_per_three_cycles():
     for k, span in enumerate(spans):
         assert span == (6 if kinds[k] == "U" else 3), (k, kinds[k])
     for seq, first in by_sequence.items():
-        assert first - run.accepted[seq] == (7 if kinds[seq] == "U" else 4), seq
+        assert first - run.accepted[seq] == (8 if kinds[seq] == "U" else 5), seq
 
 
 def test_clear_sweep_after_reset_with_garbage_in_memory():

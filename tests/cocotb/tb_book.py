@@ -5,7 +5,7 @@ gateware, and as records into ``BookModel`` with the same geometry. The session 
 segments, each with its own input idle and output back-pressure pattern; between segments the
 testbench pulses ``mark_stale_all`` or ``recover_all`` (and tells the model). Every update
 record must equal the model's, in order; at the end all counters must equal the model's and
-nothing may be left unread. With no pauses, the update latency must be exactly 4 cycles (7 for
+nothing may be left unread. With no pauses, the update latency must be exactly 5 cycles (8 for
 REPLACE) and the input must take one event per 3 cycles (6 for REPLACE).
 
 Per-cycle Python work is kept small: one coroutine drives and samples both streams, payloads are
@@ -96,7 +96,7 @@ class BookBench:
                     if timed:
                         seq = want[-1]
                         latency = first_valid - accepted[seq - base]
-                        assert latency == (7 if kinds[seq - base] == "U" else 4), seq
+                        assert latency == (8 if kinds[seq - base] == "U" else 5), seq
                     got += 1
                     first_valid = None
             if not driving and sent < len(words) and not next(idle):
