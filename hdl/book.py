@@ -262,20 +262,21 @@ class OrderBook(wiring.Component):
 
         # ------------------------------------------------------------ stage 0: addresses
         issue_second = commit & go_second
-        # the memories read every cycle, at the input event's addresses or, while a REPLACE's
-        # first pass waits to commit (no event is accepted then), at its new reference's: the
-        # addresses do not wait for the commit (nor for ``o.ready``). The subscription bit read
-        # for a second pass is not used.
+        # the memories are addressed by the input event or, while a REPLACE's first pass waits
+        # to commit (no event is accepted then), by its new reference: the addresses do not
+        # wait for the commit (nor for ``o.ready``), only the read enables do
         second_next = s3_valid & go_second
         set_addr = Mux(
             second_next, fold_hash(ev.new_ref, sb), fold_hash(self.i.payload.order_ref, sb)
         )
         symbol_addr = Mux(second_next, ev.locate, self.i.payload.locate)[:lb]
+        for _, rp in table + ladders:
+            m.d.comb += rp.en.eq(accept | issue_second)
         for _, rp in table:
             m.d.comb += rp.addr.eq(set_addr)
         for _, rp in ladders:
             m.d.comb += rp.addr.eq(symbol_addr)
-        m.d.comb += mask_rp.addr.eq(self.i.payload.locate[:lb])
+        m.d.comb += [mask_rp.en.eq(accept), mask_rp.addr.eq(self.i.payload.locate[:lb])]
         m.d.sync += [s1_valid.eq(accept | issue_second), s2_valid.eq(s1_valid)]
         with m.If(accept):
             m.d.sync += [
