@@ -314,8 +314,7 @@ class OrderBook(wiring.Component):
         loc = ev.locate[:lb]
         active = is_book & locate_ok & (read_tracked | second)
 
-        key = s1_key
-        match = WayMatch(m, entry_shape, read_entries, key, sb)
+        match = WayMatch(m, entry_shape, read_entries, s1_key, sb)
         entry = match.entry
         adding = (kind == EventKind.ADD) | second
         side_code_ok = (ev.code == ord("B")) | (ev.code == ord("S"))
@@ -352,7 +351,7 @@ class OrderBook(wiring.Component):
         with m.If(adding):
             m.d.comb += [
                 new_entry.valid.eq(1),
-                new_entry.ref_high.eq(key[sb:]),
+                new_entry.ref_high.eq(s1_key[sb:]),
                 new_entry.locate.eq(loc),
                 new_entry.side.eq(side),
                 new_entry.price.eq(ev.price),
@@ -464,36 +463,23 @@ class OrderBook(wiring.Component):
         m.d.sync += [wb_write.eq(ladder_write), wb_record.eq(finish)]
         with m.If(commit):
             m.d.sync += [wb_side.eq(r.side), wb_loc.eq(loc), wb_ladder.eq(update.new)]
+        held = {
+            "before": before,
+            "bids": bids,
+            "asks": asks,
+            "sticky": r.sticky | refused,
+            "changes": r.changes,
+            "active": r.active,
+            "unknown_before": unknown_before,
+            "locate": ev.locate,
+            "sequence": ev.sequence,
+            "stamp": ev.stamp,
+        }
         wb = SimpleNamespace(
-            **{
-                name: Signal.like(value, name=f"wb_{name}")
-                for name, value in {
-                    "before": before,
-                    "bids": bids,
-                    "asks": asks,
-                    "sticky": r.sticky | refused,
-                    "changes": r.changes,
-                    "active": r.active,
-                    "unknown_before": unknown_before,
-                    "locate": ev.locate,
-                    "sequence": ev.sequence,
-                    "stamp": ev.stamp,
-                }.items()
-            }
+            **{name: Signal.like(value, name=f"wb_{name}") for name, value in held.items()}
         )
         with m.If(commit):
-            m.d.sync += [
-                wb.before.eq(before),
-                wb.bids.eq(bids),
-                wb.asks.eq(asks),
-                wb.sticky.eq(r.sticky | refused),
-                wb.changes.eq(r.changes),
-                wb.active.eq(r.active),
-                wb.unknown_before.eq(unknown_before),
-                wb.locate.eq(ev.locate),
-                wb.sequence.eq(ev.sequence),
-                wb.stamp.eq(ev.stamp),
-            ]
+            m.d.sync += [getattr(wb, name).eq(value) for name, value in held.items()]
         # the ladder is written only when the event changed it: otherwise it is the one read
         new_bids = Signal(ladder_shape)
         new_asks = Signal(ladder_shape)

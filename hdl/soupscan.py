@@ -52,7 +52,7 @@ walk_layout = data.StructLayout(
 )
 
 
-def lane_flags(m: Module, keep):
+def lane_flags(keep):
     """``(is_low, is_high, within)`` of a beat with contiguous ``keep``: the lowest and highest
     valid lane one-hot, and per lane of :data:`START_LANES` (plus 8) whether it is at or below
     the highest valid lane."""
@@ -124,7 +124,7 @@ class HeaderScan(wiring.Component):
         last_lane = Signal(8)  # lane 7 of the beat before
         with m.If(self.valid):
             m.d.sync += last_lane.eq(lanes[BEAT_BYTES - 1])
-        _, is_high, within = lane_flags(m, beat.keep)
+        _, is_high, within = lane_flags(beat.keep)
 
         def byte_at(pos: int):
             if pos < 0:
@@ -141,7 +141,9 @@ class HeaderScan(wiring.Component):
             rest_ats[k] = Signal(BEAT_BYTES + 1, name=f"rest_lane_at{k}")
             m.d.comb += length.eq(Cat(byte_at(k + 1), byte_at(k)))
             m.d.sync += [
-                rest_ats[k].eq(Cat(*(length == BEAT_BYTES - 2 - k + r for r in range(9)))),
+                rest_ats[k].eq(
+                    Cat(*(length == BEAT_BYTES - 2 - k + r for r in range(BEAT_BYTES + 1)))
+                ),
                 lengths[k].eq(length),
                 rests[k].eq(k + 2 - BEAT_BYTES + length),
                 wants[k].eq(length - (1 + self._message_size)),
@@ -229,7 +231,7 @@ class HeaderScan(wiring.Component):
             self.out_valid.eq(valid_1),
             self.out_beat.eq(beat_1),
         ]
-        low_1, high_1, _ = lane_flags(m, beat_1.keep)
+        low_1, high_1, _ = lane_flags(beat_1.keep)
         m.d.sync += [
             self.out_low.eq(Cat(*low_1.values())),
             self.out_high.eq(Cat(*high_1.values())),
