@@ -270,13 +270,17 @@ class OrderBook(wiring.Component):
             second_next, fold_hash(ev.new_ref, sb), fold_hash(self.i.payload.order_ref, sb)
         )
         symbol_addr = Mux(second_next, ev.locate, self.i.payload.locate)[:lb]
-        for _, rp in table + ladders:
+        for _, rp in table:
             m.d.comb += rp.en.eq(accept | issue_second)
+        # the ladders and the tracked mask are read every cycle (stage 1 takes their words only
+        # in the cycle after an issue): their read registers do not wait for ``i.ready``
+        for _, rp in ladders:
+            m.d.comb += rp.en.eq(1)
         for _, rp in table:
             m.d.comb += rp.addr.eq(set_addr)
         for _, rp in ladders:
             m.d.comb += rp.addr.eq(symbol_addr)
-        m.d.comb += [mask_rp.en.eq(accept), mask_rp.addr.eq(self.i.payload.locate[:lb])]
+        m.d.comb += [mask_rp.en.eq(1), mask_rp.addr.eq(self.i.payload.locate[:lb])]
         m.d.sync += [s1_valid.eq(accept | issue_second), s2_valid.eq(s1_valid)]
         with m.If(accept):
             m.d.sync += [
@@ -342,8 +346,6 @@ class OrderBook(wiring.Component):
         quantity = Mux(takes_all | overfill, entry.shares, ev.shares)
         side = Mux(adding, Mux(second, saved_side, ev.side), entry.side)
         price = Mux(adding, ev.price, entry.price)
-        old = Signal(ladder_shape)
-        m.d.comb += old.eq(Mux(side, read_asks.as_value(), read_bids.as_value()))
         at_loc = _decode(m, loc, lb, "at_loc")  # one-hot: the event's stale register bit
         # the sticky flags change only when no event is in flight or one finishes (below)
         sticky = Mux(second, saved_sticky, (stale & at_loc).any())
@@ -390,6 +392,8 @@ class OrderBook(wiring.Component):
                     "active": active,
                     "adding": adding,
                     "add_ok": add_ok,
+                    "do_add": active & adding & add_ok,
+                    "do_remove": active & ~adding & lookup_ok,
                     "lookup_ok": lookup_ok,
                     "overfill": overfill,
                     "side": side,
@@ -400,7 +404,6 @@ class OrderBook(wiring.Component):
                     "hits": match.hits,
                     "free_first": match.free_first,
                     "new_entry": new_entry,
-                    "old": old,
                     "bids": read_bids,
                     "asks": read_asks,
                     "untracked": is_book & locate_ok & ~read_tracked & ~second,
@@ -419,13 +422,16 @@ class OrderBook(wiring.Component):
         m.d.comb += go_second.eq(r.active & is_replace_first & r.lookup_ok)
 
         # ------------------------------------------------------------ stage 3: update, commit
-        old, bids, asks = r.old, r.bids, r.asks
+        bids, asks = r.bids, r.asks
+        # the side's ladder chosen here, after the registered side, not after the way match
+        old = Signal(ladder_shape)
+        m.d.comb += old.eq(Mux(r.side, asks.as_value(), bids.as_value()))
         update = LadderUpdate(
             m,
             old,
             data.View(flags_layout(self.depth), flags),
-            add=r.active & r.adding & r.add_ok,
-            remove=r.active & ~r.adding & r.lookup_ok,
+            add=r.do_add,
+            remove=r.do_remove,
             price=r.price,
             shares=r.shares,
             leaves=r.leaves,

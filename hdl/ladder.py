@@ -37,29 +37,50 @@ def best_unknown(ladder) -> Value:
 
 
 def flags_layout(depth: int) -> data.StructLayout:
-    """Per-level compare results of one ladder against one price (see :func:`ladder_flags`)."""
-    return data.StructLayout({"used": depth, "equal": depth, "better": depth, "single": depth})
+    """Per-level compare results of one ladder against one price, and what follows from them
+    alone (see :func:`ladder_flags`)."""
+    return data.StructLayout(
+        {
+            "full": 1,
+            "hit": 1,
+            "room": 1,
+            "equal": depth,
+            "after": depth,
+            "point": depth,
+            "closing": depth,
+        }
+    )
 
 
 def ladder_flags(m, old, *, bid, price) -> Signal:
-    """The compares :class:`LadderUpdate` needs, per level of ``old``: ``used`` (the slot holds a
-    level), ``equal`` (used, at ``price``), ``better`` (used, ``price`` is better than it) and
-    ``single`` (the level holds one order). Computed apart so that a pipeline can register them
-    between the compares and the update."""
+    """What :class:`LadderUpdate` needs to know of ``old`` against ``price``, per level and
+    reduced: ``equal`` (the slot holds a level at ``price``), ``hit`` (some level does),
+    ``after`` (the slot is empty or ``price`` is better: a monotonic mask, the insertion point
+    and below), ``point`` (one-hot: the insertion point), ``closing`` (at or below a level at
+    ``price`` holding a single order: the levels that move up when that order leaves), ``full``
+    (every slot used) and ``room`` (a new level at ``price`` is tracked: it is better than some
+    level, or a slot is free and no order is untracked).
+
+    Computed apart, and complete, so that a pipeline can register them between the compares
+    and the update and leave the update a plain selection."""
     depth = old.shape()["levels"].shape.length
     slots = [old.levels[j] for j in range(depth)]
     used = [s.orders != 0 for s in slots]
+    equal = [used[j] & (slots[j].price == price) for j in range(depth)]
+    better = [
+        used[j] & Mux(bid, price > slots[j].price, price < slots[j].price) for j in range(depth)
+    ]
+    after = [better[j] | ~used[j] for j in range(depth)]
+    single = [equal[j] & (slots[j].orders == 1) for j in range(depth)]
     flags = Signal(flags_layout(depth))
     m.d.comb += [
-        flags.used.eq(Cat(used)),
-        flags.equal.eq(Cat(used[j] & (slots[j].price == price) for j in range(depth))),
-        flags.better.eq(
-            Cat(
-                used[j] & Mux(bid, price > slots[j].price, price < slots[j].price)
-                for j in range(depth)
-            )
-        ),
-        flags.single.eq(Cat(s.orders == 1 for s in slots)),
+        flags.full.eq(used[-1]),
+        flags.hit.eq(Cat(equal).any()),
+        flags.room.eq(Cat(better).any() | (~used[-1] & (old.untracked == 0))),
+        flags.equal.eq(Cat(equal)),
+        flags.after.eq(Cat(after)),
+        flags.point.eq(Cat(after[j] & (~after[j - 1] if j else 1) for j in range(depth))),
+        flags.closing.eq(Cat(Cat(single[: j + 1]).any() for j in range(depth))),
     ]
     return flags
 
@@ -71,66 +92,54 @@ class LadderUpdate:
     before). With ``add`` an order of ``shares`` at ``price`` joins the side; with ``remove``
     ``shares`` leave the order at ``price`` and ``leaves`` says the order itself goes. Exposes
     ``new`` (the updated word) and ``evicted`` (an add pushed the worst level out).
+
+    Each level of ``new`` is an AND-OR selection, by one-hot terms of the flags and the
+    operation, among: itself, its sum or difference with ``shares``, a fresh level, and its
+    neighbours above and below (the shift of an insertion, of a closing).
     """
 
     def __init__(self, m, old, flags, *, add, remove, price, shares, leaves):
         layout = old.shape()
         depth = layout["levels"].shape.length
         slots = [old.levels[j] for j in range(depth)]
-        used = [flags.used[j] for j in range(depth)]
-        equal = [flags.equal[j] for j in range(depth)]
-        better = [flags.better[j] for j in range(depth)]
-        hit = flags.equal.any()
-        full = used[-1]
-        insert = ~hit & (flags.better.any() | (~full & (old.untracked == 0)))
-        # at or after the insertion point (a monotonic mask: better levels come first)
-        after = [better[j] | ~used[j] for j in range(depth)]
+        insert = add & ~flags.hit & flags.room
+        joins = add & flags.hit
+        finds = remove & flags.hit
+        closes = finds & leaves
+        fresh = Signal(level_layout(len(slots[0].orders)))
+        m.d.comb += [fresh.price.eq(price), fresh.shares.eq(shares), fresh.orders.eq(1)]
         self.new = new = Signal(layout)
         self.evicted = Signal()
-        m.d.comb += new.eq(old)
-        with m.If(add):
-            with m.If(hit):
-                for j in range(depth):
-                    with m.If(equal[j]):
-                        m.d.comb += [
-                            new.levels[j].shares.eq(slots[j].shares + shares),
-                            new.levels[j].orders.eq(slots[j].orders + 1),
-                        ]
-            with m.Elif(insert):
-                for j in range(depth):
-                    fresh = [
-                        new.levels[j].price.eq(price),
-                        new.levels[j].shares.eq(shares),
-                        new.levels[j].orders.eq(1),
-                    ]
-                    with m.If(after[j]):
-                        if j == 0:
-                            m.d.comb += fresh
-                        else:
-                            with m.If(after[j - 1]):  # below the insertion point: shift down
-                                m.d.comb += new.levels[j].eq(slots[j - 1])
-                            with m.Else():
-                                m.d.comb += fresh
-                with m.If(full):
-                    m.d.comb += [
-                        new.untracked.eq(old.untracked + slots[-1].orders),
-                        self.evicted.eq(1),
-                    ]
-            with m.Else():
-                m.d.comb += new.untracked.eq(old.untracked + 1)
-        with m.Elif(remove):
-            with m.If(hit):
-                closed = [equal[j] & leaves & flags.single[j] for j in range(depth)]
-                for j in range(depth):
-                    with m.If(Cat(closed[: j + 1]).any()):
-                        if j + 1 < depth:
-                            m.d.comb += new.levels[j].eq(slots[j + 1])
-                        else:
-                            m.d.comb += new.levels[j].eq(0)
-                    with m.Elif(equal[j]):
-                        m.d.comb += [
-                            new.levels[j].shares.eq(slots[j].shares - shares),
-                            new.levels[j].orders.eq(slots[j].orders - leaves),
-                        ]
-            with m.Elif(leaves):
-                m.d.comb += new.untracked.eq(old.untracked - 1)
+        for j in range(depth):
+            slot = slots[j]
+            joined = Signal.like(slot, name=f"joined{j}")
+            reduced = Signal.like(slot, name=f"reduced{j}")
+            m.d.comb += [
+                joined.price.eq(slot.price),
+                joined.shares.eq(slot.shares + shares),
+                joined.orders.eq(slot.orders + 1),
+                reduced.price.eq(slot.price),
+                reduced.shares.eq(slot.shares - shares),
+                reduced.orders.eq(slot.orders - leaves),
+            ]
+            below = slots[j + 1].as_value() if j + 1 < depth else 0
+            choices = [
+                (insert & flags.point[j], fresh.as_value()),
+                (insert & flags.after[j] & ~flags.point[j], slots[j - 1].as_value() if j else 0),
+                (closes & flags.closing[j], below),
+                (joins & flags.equal[j], joined.as_value()),
+                (finds & flags.equal[j] & ~(leaves & flags.closing[j]), reduced.as_value()),
+            ]
+            kept = ~Cat(select for select, _ in choices).any()
+            word = slot.as_value() & kept.replicate(len(slot.as_value()))
+            for select, value in choices:
+                word = word | (Value.cast(value) & select.replicate(len(slot.as_value())))
+            m.d.comb += new.levels[j].eq(word)
+        evicts = insert & flags.full
+        m.d.comb += [new.untracked.eq(old.untracked), self.evicted.eq(evicts)]
+        with m.If(evicts):
+            m.d.comb += new.untracked.eq(old.untracked + slots[-1].orders)
+        with m.Elif(add & ~flags.hit & ~flags.room):
+            m.d.comb += new.untracked.eq(old.untracked + 1)
+        with m.Elif(remove & ~flags.hit & leaves):
+            m.d.comb += new.untracked.eq(old.untracked - 1)
