@@ -22,16 +22,17 @@ the event is accepted; its hash and locate address the order table and both ladd
 Cycle 1 (*read*): the memories answer and their words are registered as they are (block RAM's
 output delay is most of an ECP5 cycle). Cycle 2 (*match*): the way match and, side by side, the
 compares against every way's entry (its quantity; every ladder level against its price on its
-side) and against the event's own price, the one that applies chosen after the match;
+side) and against the event's own price, the one that applies chosen after the match, with
+what follows from those compares alone (the insertion point, the levels a closing moves up);
 registered. Cycle 3 (*commit*): the table entry is written back, the stale flags updated, and
-the new ladder word registered; the next event is accepted in this cycle. Cycle 4
-(*write-back*): the ladder word is written to its memory (a read of it issued in cycle 3 takes
-it from the register), the update record made from it and the counters counted: the record is
-valid on ``o`` in cycle 5. So **one event per 3 cycles** (``REPLACE`` takes a second pass for
-its new reference: six cycles, update valid in cycle 8). ``o`` back-pressure holds the commit;
-nothing is dropped. At 10 GbE line rate messages average about 5 beats of 8 bytes (42 bytes on
-the wire for a realistic mix), so one event per 3 cycles keeps up, with the feed handler's
-buffer for bursts.
+the new ladder word, a one-hot selection per level, registered; the next event is accepted in
+this cycle. Cycle 4 (*write-back*): the ladder word is written to its memory (a read of it
+issued in cycle 3 takes it from the register), the update record made from it and the counters
+counted: the record is valid on ``o`` in cycle 5. So **one event per 3 cycles** (``REPLACE``
+takes a second pass for its new reference: six cycles, update valid in cycle 8). ``o``
+back-pressure holds the commit; nothing is dropped. At 10 GbE line rate messages average about
+5 beats of 8 bytes (42 bytes on the wire for a realistic mix), so one event per 3 cycles keeps
+up, with the feed handler's buffer for bursts.
 
 Stale marks and recoveries (``mark_stale_all``, ``recover_all``, ``recover``) act after every
 event accepted before them: while an event is in flight they wait, composed in arrival order,
