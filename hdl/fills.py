@@ -41,7 +41,8 @@ from one header to the next on the loop from beat to beat):
    it is judged the cycle after: its fill goes into the FIFO, its outcome into the counts.
 
 Counts are committed when the datagram ends (only then is the filter's ``drop`` known for any
-datagram). A fill is on ``o`` 6 cycles after the frame beat holding its last byte is taken.
+datagram). A fill is valid on ``o`` 7 cycles after the cycle in which the frame beat holding
+its last byte is taken.
 
 The input is never back-pressured (``i.ready`` is 1); ``o`` is a stream with a FIFO in front.
 """

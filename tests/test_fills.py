@@ -237,3 +237,39 @@ def test_every_packet_length_and_start_lane():
 def test_executed_layout_matches_host_codec():
     fmt = ouch.FROM_EXCHANGE["E"]
     assert tuple(EXECUTED_FIELDS) == tuple((f.name, f.size) for f in fmt.fields)
+
+
+def test_a_fill_is_out_seven_cycles_after_its_last_byte():
+    """The documented latency: a fill is valid on ``o`` 7 cycles after the cycle in which the
+    frame beat holding its last byte is taken, whichever lane that byte is in (the fill behind
+    debug packets of every length, so it ends on every lane)."""
+    rng = random.Random(4)
+    for lead in range(8):
+        filler = ouch.encode_soup("+", bytes(lead)) if lead else b""
+        packet = ouch.encode_soup("S", executed(rng))
+        payload = filler + packet + ouch.encode_soup("H")
+        data = bytes(Ether() / IP(src="10.0.0.9", dst=ADDRESS) / UDP(dport=PORT) / payload)
+        last_beat = (data.index(packet) + len(packet) - 1) // 8
+        dut = FillParser()
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        seen = {}
+
+        async def bench(ctx, dut=dut, data=data, last_beat=last_beat, seen=seen):
+            ctx.set(dut.address, ADDRESS_INT)
+            ctx.set(dut.port, PORT)
+            ctx.set(dut.o.ready, 1)
+            beats = packet_beats(data)
+            for cycle in range(len(beats) + 20):
+                sending = cycle < len(beats)
+                ctx.set(dut.i.valid, sending)
+                if sending:
+                    ctx.set(dut.i.payload, beats[cycle])
+                if ctx.get(dut.o.valid) and "out" not in seen:
+                    seen["out"] = cycle
+                await ctx.tick()
+            seen["last"] = last_beat
+
+        sim.add_testbench(bench)
+        sim.run()
+        assert seen.get("out") == seen["last"] + 7, (lead, seen)
