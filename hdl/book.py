@@ -374,16 +374,18 @@ class OrderBook(wiring.Component):
         # the ladder compares made for every price the event can act at (its own, for an add;
         # each way's entry, for a removal) on the side that price is on; the one that applies
         # chosen after the way match
-        def side_flags(price, on_ask):
-            bid_flags = ladder_flags(m, read_bids, bid=1, price=price)
-            ask_flags = ladder_flags(m, read_asks, bid=0, price=price)
+        def side_flags(price, on_ask, removal=False):
+            bid_flags = ladder_flags(m, read_bids, bid=1, price=price, removal=removal)
+            ask_flags = ladder_flags(m, read_asks, bid=0, price=price, removal=removal)
             return Mux(on_ask, ask_flags.as_value(), bid_flags.as_value())
 
         add_side = Mux(second, saved_side, ev.side)
         add_flags = side_flags(ev.price, add_side)
         flag_bits = flags_layout(self.depth).size
         way_flags = of_match(
-            [side_flags(e.price, e.side) for e in read_entries], flag_bits, "entry_flags"
+            [side_flags(e.price, e.side, removal=True) for e in read_entries],
+            flag_bits,
+            "entry_flags",
         )
         flags = stage3(Mux(adding, add_flags, way_flags), "flags")
         r = SimpleNamespace(

@@ -52,7 +52,7 @@ def flags_layout(depth: int) -> data.StructLayout:
     )
 
 
-def ladder_flags(m, old, *, bid, price) -> Signal:
+def ladder_flags(m, old, *, bid, price, removal=False) -> Signal:
     """What :class:`LadderUpdate` needs to know of ``old`` against ``price``, per level and
     reduced: ``equal`` (the slot holds a level at ``price``), ``hit`` (some level does),
     ``after`` (the slot is empty or ``price`` is better: a monotonic mask, the insertion point
@@ -62,25 +62,31 @@ def ladder_flags(m, old, *, bid, price) -> Signal:
     level, or a slot is free and no order is untracked).
 
     Computed apart, and complete, so that a pipeline can register them between the compares
-    and the update and leave the update a plain selection."""
+    and the update and leave the update a plain selection. With ``removal`` only what a
+    removal uses is computed (``equal``, ``hit``, ``closing``, ``full``); the rest is 0: an
+    order that leaves is at a tracked level or untracked, so no price order is compared."""
     depth = old.shape()["levels"].shape.length
     slots = [old.levels[j] for j in range(depth)]
     used = [s.orders != 0 for s in slots]
     equal = [used[j] & (slots[j].price == price) for j in range(depth)]
-    better = [
-        used[j] & Mux(bid, price > slots[j].price, price < slots[j].price) for j in range(depth)
-    ]
-    after = [better[j] | ~used[j] for j in range(depth)]
     single = [equal[j] & (slots[j].orders == 1) for j in range(depth)]
     flags = Signal(flags_layout(depth))
     m.d.comb += [
         flags.full.eq(used[-1]),
         flags.hit.eq(Cat(equal).any()),
-        flags.room.eq(Cat(better).any() | (~used[-1] & (old.untracked == 0))),
         flags.equal.eq(Cat(equal)),
+        flags.closing.eq(Cat(Cat(single[: j + 1]).any() for j in range(depth))),
+    ]
+    if removal:
+        return flags
+    better = [
+        used[j] & Mux(bid, price > slots[j].price, price < slots[j].price) for j in range(depth)
+    ]
+    after = [better[j] | ~used[j] for j in range(depth)]
+    m.d.comb += [
+        flags.room.eq(Cat(better).any() | (~used[-1] & (old.untracked == 0))),
         flags.after.eq(Cat(after)),
         flags.point.eq(Cat(after[j] & (~after[j - 1] if j else 1) for j in range(depth))),
-        flags.closing.eq(Cat(Cat(single[: j + 1]).any() for j in range(depth))),
     ]
     return flags
 
