@@ -63,8 +63,9 @@ def ladder_flags(m, old, *, bid, price, removal=False) -> Signal:
 
     Computed apart, and complete, so that a pipeline can register them between the compares
     and the update and leave the update a plain selection. With ``removal`` only what a
-    removal uses is computed (``equal``, ``hit``, ``closing``, ``full``); the rest is 0: an
-    order that leaves is at a tracked level or untracked, so no price order is compared."""
+    removal uses is computed (``equal``, ``hit``, ``closing``; and ``full``, which costs
+    nothing); the rest is 0: an order that leaves is at a tracked level or untracked, so no
+    price order is compared."""
     depth = old.shape()["levels"].shape.length
     slots = [old.levels[j] for j in range(depth)]
     used = [s.orders != 0 for s in slots]
