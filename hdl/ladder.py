@@ -138,9 +138,11 @@ class LadderUpdate:
                 (finds & flags.equal[j] & ~(leaves & flags.closing[j]), reduced.as_value()),
             ]
             kept = ~Cat(select for select, _ in choices).any()
-            word = slot.as_value() & kept.replicate(len(slot.as_value()))
+            # ``Mux(select, value, 0)`` is an AND with the select, written so that the simulators
+            # need not build a replicated select per bit
+            word = Mux(kept, slot.as_value(), 0)
             for select, value in choices:
-                word = word | (Value.cast(value) & select.replicate(len(slot.as_value())))
+                word = word | Mux(select, value, 0)
             m.d.comb += new.levels[j].eq(word)
         evicts = insert & flags.full
         m.d.comb += [new.untracked.eq(old.untracked), self.evicted.eq(evicts)]
