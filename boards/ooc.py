@@ -102,12 +102,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("blocks", nargs="*", help=f"any of {', '.join(blocks)} (default: all)")
     parser.add_argument("--freq", type=float, default=156.25, help="target MHz")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     args = parser.parse_args(argv)
     unknown = set(args.blocks) - set(blocks)
     if unknown:
         parser.error(f"unknown blocks: {', '.join(sorted(unknown))}")
     for name in args.blocks or list(blocks):
-        report = synthesize(blocks[name](), name, freq_mhz=args.freq)
+        report = synthesize(blocks[name](), name, freq_mhz=args.freq, seed=args.seed)
         used = {cell: n for cell, (n, _) in report.usage.items() if n}
         print(f"{name}: {report.fmax_mhz} MHz post-route (target {args.freq} MHz); {used}")
 

@@ -580,12 +580,12 @@ class OrderBook(wiring.Component):
             "untracked": r.untracked,
             "unknown_ref": r.unknown_ref,
             "locate_mismatch": r.mismatch,
-            "overfill": r.active & ~r.adding & r.lookup_ok & r.overfill,
+            "overfill": r.do_remove & r.overfill,
             "duplicate_ref": r.dup,
             "bad_add": r.bad_add,
             "bad_side": r.bad_side,
             "table_full": r.full,
-            "levels_evicted": r.active & r.adding & r.add_ok & update.evicted,
+            "levels_evicted": update.evicted,  # only an enabled add evicts
         }
         # counted at the write-back, with ``best_unknown`` (from the ladder written back)
         counted = Signal(len(outcomes), name="wb_outcomes")
