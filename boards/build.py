@@ -30,6 +30,7 @@ from .capacity import Capacity, DeviceIdentity, write_session
 __all__ = [
     "BOARDS",
     "BUILD_ROOT",
+    "PLACE_AND_ROUTE",
     "ClockTiming",
     "BuildReport",
     "BuildError",
@@ -44,6 +45,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Default parent of the build directories (``build/boards/<board>``).
 BUILD_ROOT = REPO_ROOT / "build" / "boards"
 _CACHE_ROOT = REPO_ROOT / "build" / "cache"
+#: nextpnr-ecp5 options for a design the size of the whole core: the analytic "static" placer
+#: and router2. With the defaults (HeAP, router1) the core never finishes routing; router2
+#: after HeAP stops converging near 15 000 overused wires; after the static placer it
+#: converges.
+PLACE_AND_ROUTE = ("--placer", "static", "--router", "router2")
 
 #: Board name -> ``module:class`` of its top.
 BOARDS = {

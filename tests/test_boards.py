@@ -4,6 +4,7 @@ post-route Fmax must reach the core clock (the KCU105 project: tests/test_kcu105
 
 import pytest
 from tick2quote.boards import build as board_build
+from tick2quote.boards.ooc import critical_path_nets
 from tick2quote.boards.pll import solve_ecp5_pll
 
 ECP5_BOARDS = ["ecpix5", "butterstick", "colorlight"]
@@ -31,6 +32,8 @@ def test_ecp5_board_writes_its_build_plan(board, tmp_path):
     assert top.pll_plan.core == pytest.approx(156.25e6)
     assert "EHXPLLL" in files["top.il"]
     assert "synth_ecp5" in files["top.ys"]
+    # The whole core routes only with the static placer and router2.
+    assert " ".join(board_build.PLACE_AND_ROUTE) in files["build_top.sh"]
 
 
 def test_unknown_board_is_named():
@@ -115,3 +118,25 @@ def test_ecpix5_bitstream_meets_the_core_clock(tmp_path):
     assert core.target_mhz == pytest.approx(125.0)
     assert core.fmax_mhz >= 125.0
     assert all(timing.passed for timing in report.clocks.values())
+
+
+# The head of a real nextpnr-ecp5 0.11 critical path report (the whole core out of context).
+CRITICAL_PATH = """\
+Info: Critical path report for clock 'clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  0.40  0.40 Source feed.buffer.level_TRELLIS_FF_Q_3.Q
+Info:    routing  0.74  1.14 Net feed.buffer.level[3] (89,28) -> (89,28)
+Info:                          Sink feed.buffer.storage.0.1_DO_1_LUT4_Z_D_LUT4_Z.A
+Info:      logic  0.18  1.32 Source feed.buffer.storage.0.1_DO_1_LUT4_Z_D_LUT4_Z.F
+Info:    routing  1.27  2.59 Net feed.buffer.consume_TRELLIS_FF_Q_CE[1] (89,28) -> (73,28)
+Info:                          Sink feed.buffer.storage.0.1_DO_1_LUT4_Z.D
+"""
+
+
+def test_critical_path_nets_are_read_from_the_last_report():
+    log = CRITICAL_PATH.replace("feed.", "early.") + "Info: Routing complete.\n" + CRITICAL_PATH
+    assert critical_path_nets(log) == [
+        "feed.buffer.level[3]",
+        "feed.buffer.consume_TRELLIS_FF_Q_CE[1]",
+    ]
+    assert critical_path_nets("Info: Program finished normally.\n") == []
