@@ -13,7 +13,7 @@ byte every cycle once it starts, never runs dry because the core paused mid-fram
 
 from amaranth.hdl import DomainRenamer, Module, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import AsyncFIFO, SyncFIFOBuffered
+from amaranth.lib.fifo import AsyncFIFO
 from amaranth.lib.wiring import In, Out
 from tick2quote.hdl.layouts import BEAT_BYTES, beat_layout
 
@@ -249,17 +249,7 @@ class TxCrossing(wiring.Component):
         m.submodules.tokens = tokens = AsyncFIFO(
             width=1, depth=self.frame_slots, w_domain=self.core_domain, r_domain=self.mac_domain
         )
-        to_mac = DomainRenamer(self.mac_domain)
-        m.submodules.unpacker = unpacker = to_mac(TxUnpacker())
-        # A small buffered FIFO after each crossing: its write side is ready from its own
-        # registers, so the crossings' read pointers never wait on the unpacker (that path,
-        # through both FIFOs' empty tests, was the transmit clock's critical one in a board
-        # build). They delay a frame's first byte by two MAC clock cycles and never stall one:
-        # a stage passes a beat a cycle, and the unpacker spends a cycle per byte.
-        m.submodules.beat_stage = beat_stage = to_mac(
-            SyncFIFOBuffered(width=beat_layout.size, depth=3)
-        )
-        m.submodules.token_stage = token_stage = to_mac(SyncFIFOBuffered(width=1, depth=3))
+        m.submodules.unpacker = unpacker = DomainRenamer(self.mac_domain)(TxUnpacker())
 
         accept = self.i.valid & self.i.ready
         m.d.comb += [
@@ -268,19 +258,11 @@ class TxCrossing(wiring.Component):
             beats.w_en.eq(self.i.valid & tokens.w_rdy),
             tokens.w_data.eq(1),
             tokens.w_en.eq(accept & self.i.payload.last),
-        ]
-        for crossing, stage in ((beats, beat_stage), (tokens, token_stage)):
-            m.d.comb += [
-                stage.w_data.eq(crossing.r_data),
-                stage.w_en.eq(crossing.r_rdy),
-                crossing.r_en.eq(stage.w_rdy),
-            ]
-        m.d.comb += [
-            unpacker.i.payload.eq(beat_stage.r_data),
-            unpacker.i.valid.eq(beat_stage.r_rdy),
-            beat_stage.r_en.eq(unpacker.i.ready),
-            unpacker.start.valid.eq(token_stage.r_rdy),
-            token_stage.r_en.eq(unpacker.start.ready),
+            unpacker.i.payload.eq(beats.r_data),
+            unpacker.i.valid.eq(beats.r_rdy),
+            beats.r_en.eq(unpacker.i.ready),
+            unpacker.start.valid.eq(tokens.r_rdy),
+            tokens.r_en.eq(unpacker.start.ready),
         ]
         wiring.connect(m, unpacker.o, wiring.flipped(self.o))
         return m
