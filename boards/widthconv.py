@@ -8,7 +8,9 @@ carries whole good frames into the core clock domain. :class:`RxCrossing` is the
 Transmit: :class:`TxCrossing` carries the core's beats into the MAC clock domain through an
 ``AsyncFIFO`` together with one token per complete frame, and :class:`TxUnpacker` hands a frame
 to :class:`~.mac.MacTx` byte by byte only once its token has arrived, so the MAC, which needs a
-byte every cycle once it starts, never runs dry because the core paused mid-frame.
+byte every cycle once it starts, never runs dry because the core paused mid-frame. Each of the
+two FIFOs is read through a :class:`ReadRegister`, so neither FIFO's read enable depends on the
+other's level: that path would cross both FIFOs and the unpacker in one MAC clock.
 """
 
 from amaranth.hdl import DomainRenamer, Module, Signal
@@ -20,7 +22,7 @@ from tick2quote.hdl.layouts import BEAT_BYTES, beat_layout
 from .framebuffer import FrameBuffer, marked_beat_layout
 from .mac import rx_byte_layout, tx_byte_layout
 
-__all__ = ["RxPacker", "TxUnpacker", "RxCrossing", "TxCrossing"]
+__all__ = ["RxPacker", "TxUnpacker", "ReadRegister", "RxCrossing", "TxCrossing"]
 
 
 def _check_depth(name: str, value, minimum: int) -> None:
@@ -149,6 +151,49 @@ class TxUnpacker(wiring.Component):
         return m
 
 
+class ReadRegister(wiring.Component):
+    """One registered entry after a FIFO's read port: ``o`` and the FIFO's read enable both come
+    from flip-flops.
+
+    The FIFO is read only while the register is empty, so a beat passes at most every second
+    cycle; that is ample where the consumer spends at least two cycles per entry (a beat feeds
+    the MAC for up to eight). In exchange, the read enable (``r_en``) is a register output and
+    the consumer's ``ready`` only steers the register, never the FIFO's pointers.
+
+    Parameters
+    ----------
+    shape:
+        Shape of the entries.
+
+    Attributes
+    ----------
+    r_data : In(shape)
+    r_rdy : In(1)
+    r_en : Out(1)
+        Connect to the FIFO's read port.
+    o : Out(stream.Signature(shape))
+    """
+
+    def __init__(self, shape):
+        super().__init__(
+            {
+                "r_data": In(shape),
+                "r_rdy": In(1),
+                "r_en": Out(1),
+                "o": Out(stream.Signature(shape)),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.d.comb += self.r_en.eq(~self.o.valid)
+        with m.If(~self.o.valid):
+            m.d.sync += [self.o.valid.eq(self.r_rdy), self.o.payload.eq(self.r_data)]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        return m
+
+
 class RxCrossing(wiring.Component):
     """MAC bytes in the ``mac_domain`` -> good frames as beats in the ``core_domain``.
 
@@ -249,7 +294,10 @@ class TxCrossing(wiring.Component):
         m.submodules.tokens = tokens = AsyncFIFO(
             width=1, depth=self.frame_slots, w_domain=self.core_domain, r_domain=self.mac_domain
         )
-        m.submodules.unpacker = unpacker = DomainRenamer(self.mac_domain)(TxUnpacker())
+        to_mac = DomainRenamer(self.mac_domain)
+        m.submodules.unpacker = unpacker = to_mac(TxUnpacker())
+        m.submodules.beat_register = beat_register = to_mac(ReadRegister(beat_layout))
+        m.submodules.token_register = token_register = to_mac(ReadRegister(1))
 
         accept = self.i.valid & self.i.ready
         m.d.comb += [
@@ -258,11 +306,14 @@ class TxCrossing(wiring.Component):
             beats.w_en.eq(self.i.valid & tokens.w_rdy),
             tokens.w_data.eq(1),
             tokens.w_en.eq(accept & self.i.payload.last),
-            unpacker.i.payload.eq(beats.r_data),
-            unpacker.i.valid.eq(beats.r_rdy),
-            beats.r_en.eq(unpacker.i.ready),
-            unpacker.start.valid.eq(tokens.r_rdy),
-            tokens.r_en.eq(unpacker.start.ready),
         ]
+        for fifo, register in ((beats, beat_register), (tokens, token_register)):
+            m.d.comb += [
+                register.r_data.eq(fifo.r_data),
+                register.r_rdy.eq(fifo.r_rdy),
+                fifo.r_en.eq(register.r_en),
+            ]
+        wiring.connect(m, beat_register.o, unpacker.i)
+        wiring.connect(m, token_register.o, unpacker.start)
         wiring.connect(m, unpacker.o, wiring.flipped(self.o))
         return m
