@@ -36,6 +36,7 @@ __all__ = [
     "BuildError",
     "parse_fmax",
     "parse_utilisation",
+    "parse_logic_demand",
     "board_top",
     "run_build",
     "program",
@@ -66,6 +67,9 @@ _FMAX = re.compile(
     r"Max frequency for clock\s+'(?P<clock>[^']+)':\s+(?P<fmax>[0-9.]+) MHz"
     r"\s+\((?P<verdict>PASS|FAIL) at (?P<target>[0-9.]+) MHz\)"
 )
+# Info:     Total LUT4s:     54110/24288   222%
+_DEMAND = re.compile(r"^Info:\s+Total (?P<what>LUT4s|DFFs):\s+(?P<used>\d+)/\s*(?P<total>\d+)",
+                     re.MULTILINE)  # fmt: skip
 # Info:          TRELLIS_COMB:  1234/83640     1%
 _UTIL = re.compile(r"^Info:\s+(?P<cell>[A-Za-z0-9_]+):\s+(?P<used>\d+)/\s*(?P<total>\d+)\s+\d+%")
 
@@ -168,6 +172,21 @@ def parse_utilisation(log_text: str) -> dict[str, tuple[int, int]]:
     return cells
 
 
+def parse_logic_demand(log_text: str) -> dict[str, tuple[int, int]]:
+    """nextpnr's ``Logic utilisation before packing`` (``{"LUT4s": (used, total), "DFFs":
+    ...}``): printed before anything can fail, so it tells a design that cannot fit."""
+    return {match["what"]: (int(match["used"]), int(match["total"]))
+            for match in _DEMAND.finditer(log_text)}  # fmt: skip
+
+
+def _overflow(log_text: str) -> str:
+    """``"54110 LUT4s of 24288, ..."`` for what the design needs beyond the device, or ``""``."""
+    demand = parse_logic_demand(log_text)
+    return ", ".join(
+        f"{used} {what} of {total}" for what, (used, total) in demand.items() if used > total
+    )
+
+
 def board_top(board: str):
     """The board top class registered as ``board``."""
     import importlib
@@ -204,10 +223,13 @@ def toolchain_environment() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def run_build(board: str, *, capacity: Capacity | str | None = None, core_clock: float = 156.25e6,
+def run_build(board: str, *, capacity: Capacity | str | None = None,
+              core_clock: float | None = None,
               identity: DeviceIdentity | None = None, build_dir: Path | None = None,
               core_factory=None) -> BuildReport:  # fmt: skip
     """Build ``board``'s top and return its :class:`BuildReport`.
+
+    ``capacity`` and ``core_clock`` (Hz) default to the board's.
 
     ECP5 boards: synthesis, place and route, bitstream; raises :class:`BuildError` when a tool
     fails (nextpnr fails when a clock misses its constraint: the report is still parsed and
@@ -249,7 +271,10 @@ def run_build(board: str, *, capacity: Capacity | str | None = None, core_clock:
             except subprocess.CalledProcessError as exc:
                 report.wall_seconds = time.monotonic() - started
                 _read_log(report)
-                error = BuildError(f"{board} build failed: {exc}", build_dir / "top.tim")
+                log = build_dir / "top.tim"
+                overflow = _overflow(log.read_text(errors="replace")) if log.exists() else ""
+                reason = f"the design does not fit the {device}: {overflow}" if overflow else exc
+                error = BuildError(f"{board} build failed: {reason}", log)
                 error.report = report
                 raise error from None
             report.bitstream = build_dir / "top.bit"

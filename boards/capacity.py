@@ -1,7 +1,8 @@
 """What a board build puts in its core: capacities and the device's identity on the network.
 
 A :class:`Capacity` names the tables the core is built with (``SYMBOLSxORDERS``, for example
-``256x8192``: 256 symbols quoted, an order table of 8192 entries). A :class:`DeviceIdentity`
+``256x8192``: 256 symbols quoted, an order table of 8192 entries; the set ways, ladder depth and
+UserRefNum window may follow: ``4x64x2,depth=4,refs=64``). A :class:`DeviceIdentity`
 names the device on the network and who may reach its control port: its IPv4 and MAC, the
 control peers and the session token. :func:`board_config` joins them into the
 :class:`~tick2quote.hdl.coremap.CoreConfig` the board top builds.
@@ -57,15 +58,19 @@ class Capacity:
 
     @classmethod
     def parse(cls, text: str) -> Capacity:
-        """``SYMBOLSxORDERS`` (``256x8192``), optionally ``xWAYS`` (``256x8192x4``)."""
-        parts = text.lower().split("x")
+        """``SYMBOLSxORDERS[xWAYS][,depth=LEVELS][,refs=USERREFNUMS]``: ``256x8192``,
+        ``64x1024x2``, ``4x64x2,depth=4,refs=64``; what is left out keeps its default."""
+        head, *options = text.lower().replace(" ", "").split(",")
+        named = {}
         try:
-            numbers = [int(part) for part in parts]
-        except ValueError:
+            numbers = [int(part) for part in head.split("x")]
+            named = dict(option.split("=", 1) for option in options)
+            extra = {_OPTION_FIELDS[key]: int(value) for key, value in named.items()}
+        except (ValueError, KeyError):
             numbers = []
-        if len(numbers) not in (2, 3):
-            raise ValueError(f"capacity {text!r} is not SYMBOLSxORDERS[xWAYS]")
-        return cls(*numbers)
+        if len(numbers) not in (2, 3) or len(named) != len(options):
+            raise ValueError(f"capacity {text!r} is not SYMBOLSxORDERS[xWAYS][,depth=N][,refs=N]")
+        return cls(*numbers, **extra)
 
     @classmethod
     def coerce(cls, value: Capacity | str | None, default: Capacity) -> Capacity:
@@ -79,7 +84,12 @@ class Capacity:
         return value
 
     def __str__(self) -> str:
-        return f"{self.symbols}x{self.orders}" + (f"x{self.ways}" if self.ways != 4 else "")
+        text = f"{self.symbols}x{self.orders}" + (f"x{self.ways}" if self.ways != 4 else "")
+        for option, name in _OPTION_FIELDS.items():
+            value = getattr(self, name)
+            if value != _DEFAULTS[name]:
+                text += f",{option}={value}"
+        return text
 
     def core_fields(self) -> dict:
         """The capacity as :class:`CoreConfig` fields."""
@@ -90,6 +100,11 @@ class Capacity:
             "ladder_depth": self.ladder_depth,
             "ref_window": self.ref_window,
         }
+
+
+#: ``Capacity.parse`` option -> field.
+_OPTION_FIELDS = {"depth": "ladder_depth", "refs": "ref_window"}
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Capacity)}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""Colorlight 5A-75B r7.0 (LFE5U-25F, speed grade 6): a reduced-capacity build.
+"""Colorlight 5A-75B r7.0 (LFE5U-25F, speed grade 6).
+
+The full core does not fit this device at any capacity: its logic is almost all fixed datapath,
+some 54 000 LUT4 and 35 000 flip-flops at 4 x 64, against the LFE5U-25F's 24 288 of each (and
+it uses 64 multipliers, against 28). ``t2q build --board colorlight`` says so after synthesis
+(from nextpnr's demand before packing). The top is kept for a core cut down to fit.
 
 The board has two RGMII PHYs; the top uses port 0 for both directions. It has a single LED: it
 is lit while the kill switch is on, otherwise it flashes with frames received or sent.
@@ -8,7 +13,6 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import io
 from amaranth_boards.colorlight_5a75b_r7_0 import Colorlight_5A75B_R70Platform
 
-from .capacity import Capacity
 from .top import Ecp5BoardTop
 
 __all__ = ["ColorlightTop"]
@@ -18,7 +22,6 @@ class ColorlightTop(Ecp5BoardTop):
     """Board top for the Colorlight 5A-75B (see :class:`~.top.Ecp5BoardTop`)."""
 
     board = "colorlight"
-    default_capacity = Capacity(symbols=64, orders=1024)
     eth_port = 0
 
     @classmethod

@@ -99,7 +99,7 @@ class Kcu105Top(Elaboratable):
         The device's :class:`~.capacity.DeviceIdentity`; with no token, one is drawn at
         random (:attr:`config` holds it; ``t2q build`` keeps it in the build directory).
     core_clock:
-        Must be 156.25 MHz: the core runs on the 10G IP's ``coreclk_out``.
+        156.25 MHz or None: the core runs on the 10G IP's ``coreclk_out``.
 
     LEDs: 0 SFP+ block lock, 1 frames waiting in the MAC-side buffers, 2 kill switch, 3 PCIe
     link up.
@@ -113,8 +113,8 @@ class Kcu105Top(Elaboratable):
 
     def __init__(self, core_factory: Callable[[CoreConfig], object] = PcieCore, *,
                  capacity: Capacity | str | None = None, identity: DeviceIdentity | None = None,
-                 core_clock: float = DEFAULT_CORE_CLOCK):  # fmt: skip
-        if core_clock != DEFAULT_CORE_CLOCK:
+                 core_clock: float | None = None):  # fmt: skip
+        if core_clock not in (None, DEFAULT_CORE_CLOCK):
             raise ValueError(
                 f"the KCU105 core clock is the 10G IP's 156.25 MHz, not {core_clock / 1e6:g} MHz"
             )

@@ -32,12 +32,22 @@ from .ethernet import GmiiEthernet
 from .pll import Ecp5Pll, solve_ecp5_pll
 from .rgmii import RgmiiInterface
 
-__all__ = ["CONSTRAINTS_ROOT", "DEFAULT_CORE_CLOCK", "Ecp5BoardTop", "constraint_files"]
+__all__ = [
+    "CONSTRAINTS_ROOT",
+    "DEFAULT_CORE_CLOCK",
+    "ECP5_CORE_CLOCK",
+    "Ecp5BoardTop",
+    "constraint_files",
+]
 
 #: Where board constraint files live (``constraints/<board>/``).
 CONSTRAINTS_ROOT = Path(__file__).resolve().parent.parent / "constraints"
-#: The core clock the design targets: the 10 GbE XGMII word rate.
+#: The core clock the design targets: the 10 GbE XGMII word rate (the KCU105 runs at it).
 DEFAULT_CORE_CLOCK = 156.25e6
+#: The core clock of an ECP5 board build unless one is given: one 64-bit beat per cycle at
+#: 50 MHz carries 3.2 Gb/s, over three times what the boards' 1 GbE port brings, and the whole
+#: core meets it on the LFE5UM5G-85F -8 (it does not meet 156.25 MHz there: see the README).
+ECP5_CORE_CLOCK = 50e6
 _LED_STRETCH_BITS = 22  # about 27 ms at 156.25 MHz
 
 
@@ -61,21 +71,29 @@ class Ecp5BoardTop(Elaboratable):
         The device's :class:`~.capacity.DeviceIdentity`; with no token, one is drawn at
         random (:attr:`config` holds it; ``t2q build`` keeps it in the build directory).
     core_clock:
-        Requested core clock in Hz; the PLL reaches it as closely as its dividers allow
-        (:attr:`pll_plan` tells the frequency actually set, which the build constrains).
+        Requested core clock in Hz (None: :attr:`default_core_clock`); the PLL reaches it as
+        closely as its dividers allow (:attr:`pll_plan` tells the frequency actually set,
+        which the build constrains).
     """
 
     #: Short board name, also the folder under ``constraints/``.
     board = ""
-    #: Core capacity used when none is given: the largest that fits the device.
-    default_capacity = Capacity(symbols=256, orders=8192)
+    #: Core capacity used when none is given: the largest built here whose board top routes and
+    #: meets :attr:`default_core_clock` on the LFE5UM5G-85F (4 symbols, 64 orders in 2-way
+    #: sets, 4 price levels, 64 UserRefNums; the README has the figures). The core's logic is
+    #: almost all fixed datapath: 16 x 256 with 8 levels adds 10 % LUTs and does not route.
+    default_capacity = Capacity(symbols=4, orders=64, ways=2, ladder_depth=4, ref_window=64)
+    #: Core clock used when none is given, in Hz.
+    default_core_clock = ECP5_CORE_CLOCK
     #: ``eth_rgmii`` resource number.
     eth_port = 0
 
     def __init__(self, core_factory: Callable[[CoreConfig], object] = Core, *,
                  capacity: Capacity | str | None = None, identity: DeviceIdentity | None = None,
-                 core_clock: float = DEFAULT_CORE_CLOCK):  # fmt: skip
+                 core_clock: float | None = None):  # fmt: skip
         self.capacity = Capacity.coerce(capacity, self.default_capacity)
+        if core_clock is None:
+            core_clock = self.default_core_clock
         if not isinstance(core_clock, (int, float)) or not 1e6 <= core_clock <= 400e6:
             raise ValueError(f"core_clock must be within 1 .. 400 MHz, not {core_clock!r}")
         identity = (identity or DeviceIdentity()).with_token()

@@ -20,15 +20,17 @@ def _fraction(pair) -> str:
 
 @click.command()
 @click.option("--board", required=True, type=click.Choice(_BOARDS), help="Board to build for.")
-@click.option("--capacity", default=None, metavar="SYMBOLSxORDERS",
-              help="Core capacity, e.g. 256x8192; default: the board's.")  # fmt: skip
+@click.option("--capacity", default=None, metavar="SYMBOLSxORDERS[xWAYS][,depth=N][,refs=N]",
+              help="Core capacity, e.g. 256x8192 or 4x64x2,depth=4,refs=64; default: the "
+                   "board's.")  # fmt: skip
 @click.option("--ip", default=None, help="The device's IPv4 address (default 192.168.1.2).")
 @click.option("--peer", "peers", multiple=True, required=True,
               help="Host IPv4 allowed on the control port (repeat; no other one).")  # fmt: skip
 @click.option("--token", default=None,
               help="Session token (0x hex); default: drawn once, kept in DIR/token.")  # fmt: skip
-@click.option("--core-clock", type=float, default=156.25, show_default=True,
-              help="Requested core clock in MHz.")  # fmt: skip
+@click.option("--core-clock", type=float, default=None,
+              help="Requested core clock in MHz; default: the board's (ECP5 boards 50, "
+                   "KCU105 156.25).")  # fmt: skip
 @click.option("--build-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Build directory (default: build/boards/<board>).")  # fmt: skip
 @click.option("--program", is_flag=True, help="Load the bitstream with openFPGALoader.")
@@ -46,8 +48,8 @@ def build(board, capacity, ip, peers, token, core_clock, build_dir, program):
             **({"ip": ip} if ip else {}),
         )  # fmt: skip
         report = board_build.run_build(
-            board, capacity=capacity, core_clock=core_clock * 1e6, build_dir=build_dir,
-            identity=identity,
+            board, capacity=capacity, build_dir=build_dir, identity=identity,
+            core_clock=None if core_clock is None else core_clock * 1e6,
         )  # fmt: skip
     except board_build.BuildError as exc:
         partial = getattr(exc, "report", None)

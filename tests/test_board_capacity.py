@@ -5,6 +5,7 @@ import stat
 
 import pytest
 from click.testing import CliRunner
+from tick2quote.boards import build as board_build
 from tick2quote.boards.capacity import Capacity, DeviceIdentity, board_config, write_session
 from tick2quote.boards.ecpix5 import Ecpix5Top
 from tick2quote.hdl.core import Core
@@ -17,12 +18,20 @@ def test_capacity_text_round_trips_and_maps_onto_the_core_config():
     assert capacity == Capacity(symbols=256, orders=8192)
     assert str(capacity) == "256x8192"
     assert str(Capacity.parse("64X1024x2")) == "64x1024x2"
+    small = Capacity.parse("4x64x2, depth=4, refs=64")
+    assert small == Capacity(4, 64, ways=2, ladder_depth=4, ref_window=64)
+    assert Capacity.parse(str(small)) == small
+    assert str(Capacity.parse("16x256,refs=64")) == "16x256,refs=64"
     config = board_config(capacity, DeviceIdentity(token=5, peers=("10.0.0.9",)), clock_hz=125e6)
     assert (config.symbols, config.order_sets, config.order_ways) == (256, 2048, 4)
     assert (config.token, config.peers, config.clock_hz) == (5, ("10.0.0.9",), 125_000_000)
 
 
-@pytest.mark.parametrize("text", ["256", "256x", "x8192", "256x8192x4x2", "300x8192", "256x6"])
+@pytest.mark.parametrize(
+    "text",
+    ["256", "256x", "x8192", "256x8192x4x2", "300x8192", "256x6", "4x64,depth=3",
+     "4x64,levels=4", "4x64,refs", "4x64,refs=1x"],
+)  # fmt: skip
 def test_bad_capacity_text_is_refused_by_name(text):
     with pytest.raises(ValueError, match="capacity|power of two"):
         Capacity.parse(text)
@@ -70,3 +79,25 @@ def test_build_command_names_a_bad_capacity(tmp_path):
                 "--build-dir", str(tmp_path)],
     )  # fmt: skip
     assert result.exit_code != 0 and "power of two" in result.output
+
+
+@pytest.mark.parametrize(
+    ("options", "expected_clock", "expected_capacity"),
+    [([], None, None), (["--core-clock", "62.5", "--capacity", "4x64x2,depth=4"], 62.5e6,
+                        "4x64x2,depth=4")],
+)  # fmt: skip
+def test_build_command_leaves_unset_options_to_the_board(
+    monkeypatch, tmp_path, options, expected_clock, expected_capacity
+):
+    calls = []
+
+    def fake_run_build(board, **kwargs):
+        calls.append(kwargs)
+        return board_build.BuildReport(board=board, device="LFE5UM5G-85F-8", build_dir=tmp_path)
+
+    monkeypatch.setattr(board_build, "run_build", fake_run_build)
+    result = CliRunner().invoke(build, ["--board", "ecpix5", "--peer", "10.0.0.1", *options])
+    assert result.exit_code == 0, result.output
+    [kwargs] = calls
+    assert kwargs["core_clock"] == expected_clock and kwargs["capacity"] == expected_capacity
+    assert Ecpix5Top(core_clock=kwargs["core_clock"]).core_clock == (expected_clock or 50e6)
