@@ -17,6 +17,7 @@ import dataclasses
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,8 @@ __all__ = [
     "ClockTiming",
     "BuildReport",
     "BuildError",
+    "DesignTooLarge",
+    "run_script",
     "parse_fmax",
     "parse_utilisation",
     "parse_logic_demand",
@@ -187,6 +190,35 @@ def _overflow(log_text: str) -> str:
     )
 
 
+class DesignTooLarge(RuntimeError):
+    """nextpnr's log shows the design needs more logic than the device has (the message says
+    how much: ``"54110 LUT4s of 24288"``)."""
+
+
+def run_script(build_dir: Path, *, script: str = "build_top.sh", poll_seconds: float = 2.0) -> None:
+    """Run an extracted build plan's ``script`` in ``build_dir``.
+
+    Raises ``subprocess.CalledProcessError`` when it fails, and :class:`DesignTooLarge` (after
+    stopping it) as soon as nextpnr's log (``top.tim``) shows more logic than the device has:
+    nextpnr's placer would otherwise go on trying to place it.
+    """
+    log = build_dir / "top.tim"
+    log.unlink(missing_ok=True)
+    with subprocess.Popen(["sh", script], cwd=build_dir, start_new_session=True) as process:
+        while True:
+            try:
+                returncode = process.wait(timeout=poll_seconds)
+                break
+            except subprocess.TimeoutExpired:
+                overflow = _overflow(log.read_text(errors="replace")) if log.exists() else ""
+                if overflow:
+                    os.killpg(process.pid, signal.SIGTERM)
+                    process.wait()
+                    raise DesignTooLarge(overflow) from None
+    if returncode:
+        raise subprocess.CalledProcessError(returncode, ["sh", script])
+
+
 def board_top(board: str):
     """The board top class registered as ``board``."""
     import importlib
@@ -259,22 +291,21 @@ def run_build(board: str, *, capacity: Capacity | str | None = None,
     if hasattr(top, "add_files"):
         top.add_files(platform)
     with toolchain_environment():
+        plan = platform.build(top, name="top", build_dir=str(build_dir), do_build=False,
+                              **top.build_overrides())  # fmt: skip
+        plan.extract(str(build_dir))
         if board == "kcu105":
-            plan = platform.build(top, name="top", build_dir=str(build_dir), do_build=False,
-                                  **top.build_overrides())  # fmt: skip
-            plan.extract(str(build_dir))
             report.project = build_dir / "top.tcl"
         else:
             try:
-                platform.build(top, name="top", build_dir=str(build_dir), do_program=False,
-                               **top.build_overrides())  # fmt: skip
-            except subprocess.CalledProcessError as exc:
+                run_script(build_dir)
+            except (subprocess.CalledProcessError, DesignTooLarge) as exc:
                 report.wall_seconds = time.monotonic() - started
                 _read_log(report)
-                log = build_dir / "top.tim"
-                overflow = _overflow(log.read_text(errors="replace")) if log.exists() else ""
-                reason = f"the design does not fit the {device}: {overflow}" if overflow else exc
-                error = BuildError(f"{board} build failed: {reason}", log)
+                reason = str(exc)
+                if isinstance(exc, DesignTooLarge):
+                    reason = f"the design does not fit the {device}: {reason}"
+                error = BuildError(f"{board} build failed: {reason}", build_dir / "top.tim")
                 error.report = report
                 raise error from None
             report.bitstream = build_dir / "top.bit"

@@ -2,6 +2,8 @@
 solver; nextpnr log parsing; and one real ECP5 bitstream build of the full core whose
 post-route Fmax must reach the core clock (the KCU105 project: tests/test_kcu105.py)."""
 
+import subprocess
+
 import pytest
 from tick2quote.boards import build as board_build
 from tick2quote.boards.capacity import DeviceIdentity
@@ -153,6 +155,25 @@ def test_a_design_too_big_for_the_device_is_named_with_its_demand():
     assert board_build._overflow(OVERFULL_LOG) == "54110 LUT4s of 24288, 34970 DFFs of 24288"
     fitting = OVERFULL_LOG.replace("54110/24288", "20110/24288").replace("34970/", "4970/")
     assert board_build._overflow(fitting) == ""
+
+
+def test_a_build_that_cannot_fit_is_stopped_as_soon_as_the_log_shows_it(tmp_path):
+    # A stand-in for the build script: it writes nextpnr's demand for a too-small device, then
+    # goes on "placing" (the static placer would, for a long time) until it is stopped.
+    (tmp_path / "build_top.sh").write_text(
+        f"cat > top.tim <<'EOF'\n{OVERFULL_LOG}EOF\nsleep 600\necho placed > done\n"
+    )
+    with pytest.raises(board_build.DesignTooLarge, match="54110 LUT4s of 24288"):
+        board_build.run_script(tmp_path, poll_seconds=0.1)
+    assert not (tmp_path / "done").exists()
+
+
+def test_a_failing_build_script_is_an_error_and_a_good_one_is_not(tmp_path):
+    (tmp_path / "build_top.sh").write_text("echo 'Info: Total LUT4s: 10/24288 0%' > top.tim\n")
+    board_build.run_script(tmp_path, poll_seconds=0.1)
+    (tmp_path / "build_top.sh").write_text("exit 3\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        board_build.run_script(tmp_path, poll_seconds=0.1)
 
 
 # The head of a real nextpnr-ecp5 0.11 critical path report (the whole core out of context).
