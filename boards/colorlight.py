@@ -1,9 +1,10 @@
 """Colorlight 5A-75B r7.0 (LFE5U-25F, speed grade 6).
 
-The full core does not fit this device at any capacity: its logic is almost all fixed datapath,
-some 54 000 LUT4 and 35 000 flip-flops at 4 x 64, against the LFE5U-25F's 24 288 of each (and
-it uses 64 multipliers, against 28). ``t2q build --board colorlight`` says so after synthesis
-(from nextpnr's demand before packing). The top is kept for a core cut down to fit.
+The full core does not fit this device: at 4 x 64 it takes some 54 000 LUT4 and 35 000
+flip-flops against the LFE5U-25F's 24 288 of each, and 64 multipliers against 28. Its logic is
+almost all fixed datapath, so smaller tables do not bring it near. ``t2q build --board
+colorlight`` says so after synthesis (from nextpnr's demand before packing). The top is kept
+for a core cut down to fit.
 
 The board has two RGMII PHYs; the top uses port 0 for both directions. It has a single LED: it
 is lit while the kill switch is on, otherwise it flashes with frames received or sent.
