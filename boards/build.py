@@ -71,8 +71,9 @@ _FMAX = re.compile(
     r"\s+\((?P<verdict>PASS|FAIL) at (?P<target>[0-9.]+) MHz\)"
 )
 # Info:     Total LUT4s:     54110/24288   222%
-_DEMAND = re.compile(r"^Info:\s+Total (?P<what>LUT4s|DFFs):\s+(?P<used>\d+)/\s*(?P<total>\d+)",
-                     re.MULTILINE)  # fmt: skip
+_DEMAND = re.compile(
+    r"^Info:\s+Total (?P<what>LUT4s|DFFs):\s+(?P<used>\d+)/\s*(?P<total>\d+)\s+\d+%", re.MULTILINE
+)
 # Info:          TRELLIS_COMB:  1234/83640     1%
 _UTIL = re.compile(r"^Info:\s+(?P<cell>[A-Za-z0-9_]+):\s+(?P<used>\d+)/\s*(?P<total>\d+)\s+\d+%")
 
@@ -106,7 +107,7 @@ class BuildReport:
     board: str
     device: str
     build_dir: Path
-    #: The core capacity built (``SYMBOLSxORDERS``).
+    #: The core capacity built, as :class:`~.capacity.Capacity` text (``4x64x2,depth=4``).
     capacity: str = ""
     clocks: dict[str, ClockTiming] = field(default_factory=dict)
     #: nextpnr cell type -> (used, available).
@@ -200,23 +201,43 @@ def run_script(build_dir: Path, *, script: str = "build_top.sh", poll_seconds: f
 
     Raises ``subprocess.CalledProcessError`` when it fails, and :class:`DesignTooLarge` (after
     stopping it) as soon as nextpnr's log (``top.tim``) shows more logic than the device has:
-    nextpnr's placer would otherwise go on trying to place it.
+    nextpnr's placer would otherwise go on trying to place it. The script runs in its own
+    process group, which is stopped whenever this function leaves early (an interrupt too).
     """
     log = build_dir / "top.tim"
     log.unlink(missing_ok=True)
-    with subprocess.Popen(["sh", script], cwd=build_dir, start_new_session=True) as process:
+
+    def overflow() -> str:
+        return _overflow(log.read_text(errors="replace")) if log.exists() else ""
+
+    process = subprocess.Popen(["sh", script], cwd=build_dir, start_new_session=True)
+    try:
         while True:
             try:
                 returncode = process.wait(timeout=poll_seconds)
                 break
             except subprocess.TimeoutExpired:
-                overflow = _overflow(log.read_text(errors="replace")) if log.exists() else ""
-                if overflow:
-                    os.killpg(process.pid, signal.SIGTERM)
-                    process.wait()
-                    raise DesignTooLarge(overflow) from None
+                if too_much := overflow():
+                    raise DesignTooLarge(too_much) from None
+    finally:
+        if process.poll() is None:
+            _stop_group(process)
     if returncode:
+        if too_much := overflow():
+            raise DesignTooLarge(too_much)
         raise subprocess.CalledProcessError(returncode, ["sh", script])
+
+
+def _stop_group(process: subprocess.Popen, grace_seconds: float = 5.0) -> None:
+    """Stop ``process``'s process group: SIGTERM, then SIGKILL after ``grace_seconds``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=grace_seconds)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def board_top(board: str):

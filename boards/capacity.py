@@ -80,7 +80,7 @@ class Capacity:
         if isinstance(value, str):
             return cls.parse(value)
         if not isinstance(value, cls):
-            raise ValueError(f"capacity must be a Capacity or SYMBOLSxORDERS, not {value!r}")
+            raise ValueError(f"capacity must be a Capacity or its text, not {value!r}")
         return value
 
     def __str__(self) -> str:

@@ -45,10 +45,11 @@ CONSTRAINTS_ROOT = Path(__file__).resolve().parent.parent / "constraints"
 #: The core clock the design targets: the 10 GbE XGMII word rate (the KCU105 runs at it).
 DEFAULT_CORE_CLOCK = 156.25e6
 #: The core clock of an ECP5 board build unless one is given: one 64-bit beat per cycle at
-#: 50 MHz carries 3.2 Gb/s, over three times what the boards' 1 GbE port brings, and the whole
-#: core meets it on the LFE5UM5G-85F -8 (it does not meet 156.25 MHz there: see the README).
+#: 50 MHz carries 3.2 Gb/s, over three times what the boards' 1 GbE port brings. The whole core
+#: reached 65.7 MHz in the one ECPIX-5 build that routed, and 66.9 MHz out of context: far from
+#: 156.25 MHz on the LFE5UM5G-85F -8 (see the README).
 ECP5_CORE_CLOCK = 50e6
-_LED_STRETCH_BITS = 22  # about 27 ms at 156.25 MHz
+_LED_STRETCH_BITS = 22  # about 84 ms at 50 MHz
 
 
 def constraint_files(board: str, suffix: str) -> list[Path]:
@@ -78,10 +79,11 @@ class Ecp5BoardTop(Elaboratable):
 
     #: Short board name, also the folder under ``constraints/``.
     board = ""
-    #: Core capacity used when none is given: the largest built here whose board top routes and
-    #: meets :attr:`default_core_clock` on the LFE5UM5G-85F (4 symbols, 64 orders in 2-way
-    #: sets, 4 price levels, 64 UserRefNums; the README has the figures). The core's logic is
-    #: almost all fixed datapath: 16 x 256 with 8 levels adds 10 % LUTs and does not route.
+    #: Core capacity used when none is given: the only one whose board top has routed here, once
+    #: (4 symbols, 64 orders in 2-way sets, 4 price levels, 64 UserRefNums; the core clock met
+    #: 65.7 MHz there; the README has the figures, and the placements that did not route). The
+    #: core's logic is almost all fixed datapath: 16 x 256 with 8 levels adds 10 % LUTs and
+    #: did not route.
     default_capacity = Capacity(symbols=4, orders=64, ways=2, ladder_depth=4, ref_window=64)
     #: Core clock used when none is given, in Hz.
     default_core_clock = ECP5_CORE_CLOCK

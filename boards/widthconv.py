@@ -153,12 +153,13 @@ class TxUnpacker(wiring.Component):
 
 class ReadRegister(wiring.Component):
     """One registered entry after a FIFO's read port: ``o`` and the FIFO's read enable both come
-    from flip-flops.
+    from the register's own state.
 
-    The FIFO is read only while the register is empty, so a beat passes at most every second
+    The FIFO is read only while the register is empty, so an entry passes at most every second
     cycle; that is ample where the consumer spends at least two cycles per entry (a beat feeds
-    the MAC for up to eight). In exchange, the read enable (``r_en``) is a register output and
-    the consumer's ``ready`` only steers the register, never the FIFO's pointers.
+    the MAC for eight cycles; only a frame's last beat is shorter, and the MAC's inter-frame gap
+    and preamble follow it). In exchange, the read enable (``r_en``) is ``~o.valid``, and the
+    consumer's ``ready`` only steers the register, never the FIFO's pointers.
 
     Parameters
     ----------

@@ -100,4 +100,3 @@ def test_build_command_leaves_unset_options_to_the_board(
     assert result.exit_code == 0, result.output
     [kwargs] = calls
     assert kwargs["core_clock"] == expected_clock and kwargs["capacity"] == expected_capacity
-    assert Ecpix5Top(core_clock=kwargs["core_clock"]).core_clock == (expected_clock or 50e6)

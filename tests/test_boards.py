@@ -2,7 +2,9 @@
 solver; nextpnr log parsing; and one real ECP5 bitstream build of the full core whose
 post-route Fmax must reach the core clock (the KCU105 project: tests/test_kcu105.py)."""
 
+import os
 import subprocess
+import time
 
 import pytest
 from tick2quote.boards import build as board_build
@@ -166,6 +168,43 @@ def test_a_build_that_cannot_fit_is_stopped_as_soon_as_the_log_shows_it(tmp_path
     with pytest.raises(board_build.DesignTooLarge, match="54110 LUT4s of 24288"):
         board_build.run_script(tmp_path, poll_seconds=0.1)
     assert not (tmp_path / "done").exists()
+
+
+def _gone(pid: int) -> bool:
+    """``pid`` has ended (given a few seconds to be reaped)."""
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_build_left_early_for_any_reason_stops_its_tools(tmp_path, monkeypatch):
+    """An interrupt while the tools run (here: while the log is read) stops the script's whole
+    process group, the tool it started included."""
+    (tmp_path / "build_top.sh").write_text("touch top.tim\nsleep 600 &\necho $! > child\nwait\n")
+
+    def interrupted(log_text):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(board_build, "_overflow", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        board_build.run_script(tmp_path, poll_seconds=0.5)
+    assert _gone(int((tmp_path / "child").read_text()))
+
+
+def test_a_design_too_big_is_reported_by_the_build_with_the_device(tmp_path, monkeypatch):
+    def too_big(build_dir):
+        (build_dir / "top.tim").write_text(OVERFULL_LOG)
+        raise board_build.DesignTooLarge("54110 LUT4s of 24288, 34970 DFFs of 24288")
+
+    monkeypatch.setattr(board_build, "run_script", too_big)
+    with pytest.raises(board_build.BuildError) as caught:
+        board_build.run_build("colorlight", build_dir=tmp_path, identity=DeviceIdentity(token=1))
+    assert "the design does not fit the LFE5U-25F-6BG256: 54110 LUT4s of 24288" in str(caught.value)
+    assert caught.value.log == tmp_path / "top.tim"
 
 
 def test_a_failing_build_script_is_an_error_and_a_good_one_is_not(tmp_path):
