@@ -71,8 +71,10 @@ _FMAX = re.compile(
     r"\s+\((?P<verdict>PASS|FAIL) at (?P<target>[0-9.]+) MHz\)"
 )
 # Info:     Total LUT4s:     54110/24288   222%
+_DEMANDS = ("LUT4s", "DFFs")
 _DEMAND = re.compile(
-    r"^Info:\s+Total (?P<what>LUT4s|DFFs):\s+(?P<used>\d+)/\s*(?P<total>\d+)\s+\d+%", re.MULTILINE
+    rf"^Info:\s+Total (?P<what>{'|'.join(_DEMANDS)}):\s+(?P<used>\d+)/\s*(?P<total>\d+)\s+\d+%",
+    re.MULTILINE,
 )
 # Info:          TRELLIS_COMB:  1234/83640     1%
 _UTIL = re.compile(r"^Info:\s+(?P<cell>[A-Za-z0-9_]+):\s+(?P<used>\d+)/\s*(?P<total>\d+)\s+\d+%")
@@ -207,23 +209,28 @@ def run_script(build_dir: Path, *, script: str = "build_top.sh", poll_seconds: f
     log = build_dir / "top.tim"
     log.unlink(missing_ok=True)
 
-    def overflow() -> str:
-        return _overflow(log.read_text(errors="replace")) if log.exists() else ""
+    def log_text() -> str:
+        return log.read_text(errors="replace") if log.exists() else ""
 
     process = subprocess.Popen(["sh", script], cwd=build_dir, start_new_session=True)
+    watching = True  # until nextpnr has printed its demand (then the log need not be read)
     try:
         while True:
             try:
                 returncode = process.wait(timeout=poll_seconds)
                 break
             except subprocess.TimeoutExpired:
-                if too_much := overflow():
+                if not watching:
+                    continue
+                text = log_text()
+                if too_much := _overflow(text):
                     raise DesignTooLarge(too_much) from None
+                watching = len(parse_logic_demand(text)) < len(_DEMANDS)
     finally:
         if process.poll() is None:
             _stop_group(process)
     if returncode:
-        if too_much := overflow():
+        if too_much := _overflow(log_text()):
             raise DesignTooLarge(too_much)
         raise subprocess.CalledProcessError(returncode, ["sh", script])
 

@@ -84,7 +84,9 @@ class Capacity:
         return value
 
     def __str__(self) -> str:
-        text = f"{self.symbols}x{self.orders}" + (f"x{self.ways}" if self.ways != 4 else "")
+        text = f"{self.symbols}x{self.orders}"
+        if self.ways != _DEFAULTS["ways"]:
+            text += f"x{self.ways}"
         for option, name in _OPTION_FIELDS.items():
             value = getattr(self, name)
             if value != _DEFAULTS[name]:

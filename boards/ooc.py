@@ -8,18 +8,29 @@ what a board adds (I/O, MAC, clock crossing) is not included.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import tempfile
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .build import _tool, parse_fmax, parse_utilisation, toolchain_environment
 
-__all__ = ["OocReport", "critical_path_nets", "lut_census", "parse_stat", "synthesize"]
+__all__ = [
+    "OocReport",
+    "critical_path_nets",
+    "densest_regions",
+    "lut_census",
+    "parse_stat",
+    "synthesize",
+]
 
 # nextpnr 0.11: "Info:    routing  1.27  2.59 Net <name> (x,y) -> (x,y)"
 _PATH_LINE = re.compile(r"Info:\s+(?:routing\s+)?[\d.]+\s+[\d.]+\s+Net (\S+)")
+# nextpnr's placed cell attribute: "X12/Y34/SLICEA"
+_BEL = re.compile(r"X(\d+)/Y(\d+)/")
 # Yosys ``stat``: "      207   CCU2C"
 _STAT_LINE = re.compile(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)$", re.MULTILINE)
 
@@ -152,6 +163,34 @@ def print_census() -> None:
         print(f"{block}: {luts} LUT4 equivalents, {cells.get('TRELLIS_FF', 0)} FF {others or ''}")
 
 
+def densest_regions(placed: dict, *, region: int = 8) -> list[tuple[int, tuple, Counter]]:
+    """The ``region`` x ``region`` tile squares of a placed nextpnr design (the JSON of
+    ``nextpnr-ecp5 --write``), densest first: (cells placed there, (x, y) of the square, cells
+    per block). A cell's block is the first two parts of its name under the core
+    (``core.quoter``), else the first part."""
+    squares = defaultdict(Counter)
+    for top in placed["modules"].values():
+        for name, cell in top["cells"].items():
+            match = _BEL.match(cell.get("attributes", {}).get("NEXTPNR_BEL", ""))
+            if match is None:
+                continue
+            parts = name.split(".")
+            block = ".".join(parts[:2]) if parts[0] == "core" else parts[0]
+            squares[int(match[1]) // region, int(match[2]) // region][block] += 1
+    return sorted(((sum(blocks.values()), square, blocks) for square, blocks in squares.items()),
+                  key=lambda entry: entry[0], reverse=True)  # fmt: skip
+
+
+def print_density(path: str, count: int = 10) -> None:
+    """Print the cells per block of a placed design and its ``count`` densest 8 x 8 squares."""
+    regions = densest_regions(json.loads(Path(path).read_text()))
+    total = sum((blocks for _, _, blocks in regions), Counter())
+    print("placed cells per block:", ", ".join(f"{b} {n}" for b, n in total.most_common(6)))
+    for cells, square, blocks in regions[:count]:
+        top = ", ".join(f"{b} {n}" for b, n in blocks.most_common(2))
+        print(f"square {square}: {cells} cells ({top})")
+
+
 def main(argv=None) -> None:
     """Print the out-of-context Fmax, resources and critical path ends of the named blocks."""
     import argparse
@@ -163,9 +202,14 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     census_help = "instead: the LUTs of each block of a 4 x 64 core (Yosys only)"
     parser.add_argument("--census", action="store_true", help=census_help)
+    density_help = "instead: the densest squares of a placed design (nextpnr --write JSON)"
+    parser.add_argument("--density", metavar="PLACED_JSON", help=density_help)
     args = parser.parse_args(argv)
     if args.census:
         print_census()
+        return
+    if args.density:
+        print_density(args.density)
         return
     unknown = set(args.blocks) - set(blocks)
     if unknown:

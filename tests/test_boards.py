@@ -10,7 +10,7 @@ import pytest
 from tick2quote.boards import build as board_build
 from tick2quote.boards.capacity import DeviceIdentity
 from tick2quote.boards.ecpix5 import Ecpix5Top
-from tick2quote.boards.ooc import critical_path_nets, parse_stat
+from tick2quote.boards.ooc import critical_path_nets, densest_regions, parse_stat
 from tick2quote.boards.pll import solve_ecp5_pll
 
 ECP5_BOARDS = ["ecpix5", "butterstick", "colorlight"]
@@ -120,7 +120,6 @@ def test_ecpix5_bitstream_meets_the_core_clock():
         report = board_build.run_build("ecpix5", build_dir=build_dir, identity=identity)
     except board_build.BuildError as error:
         report = getattr(error, "report", None)
-        print(f"\nECPIX-5 build failed: {error}")
         raise
     finally:
         if report is not None:
@@ -263,3 +262,22 @@ def test_stat_parsing_takes_the_cell_counts_only():
         "TRELLIS_DPR16X4": 16,
         "TRELLIS_FF": 738,
     }
+
+
+def test_densest_regions_count_placed_cells_by_block_and_square():
+    def cell(bel):
+        return {"attributes": {"NEXTPNR_BEL": bel}} if bel else {"attributes": {}}
+
+    placed = {"modules": {"top": {"cells": {
+        "core.quoter.a": cell("X1/Y2/SLICEA"),
+        "core.quoter.b": cell("X7/Y7/SLICEB"),
+        "core.book.c": cell("X3/Y0/SLICEC"),
+        "core.book.d": cell("X9/Y2/SLICEA"),
+        "ethernet.tx.e": cell("X8/Y15/SLICEA"),
+        "unplaced": cell(None),
+    }}}}  # fmt: skip
+    regions = densest_regions(placed)
+    assert [(cells, square) for cells, square, _ in regions] == [(3, (0, 0)), (1, (1, 0)),
+                                                               (1, (1, 1))]  # fmt: skip
+    assert dict(regions[0][2]) == {"core.quoter": 2, "core.book": 1}
+    assert dict(regions[2][2]) == {"ethernet": 1}
