@@ -477,12 +477,16 @@ class Quoter(wiring.Component):
                 m.d.sync += counter.eq(counter + getattr(plan.counts, name))
             m.d.sync += next_ref.eq(next_ref + plan.advance)
             with m.If(plan.answer_valid):
-                m.d.sync += [resp_valid.eq(1), resp.eq(plan.answer)]
+                m.d.sync += [resp_valid.eq(1), resp.eq(slow_plan.answer)]
         m.d.comb += [cache.wr_addr.eq(plan.locate), cache.wr_addr_next.eq(chosen.locate)]
+        # Only fills and control requests write the parameters, the account and the terms (and
+        # answer): their words come straight from the slow-event plan register, which still
+        # holds the committed event's plan in this cycle (the evaluation registers hold until
+        # the commit), so the plan register copies only what both kinds of plan write.
         writes = {
-            "params": (plan.params_write, plan.params),
-            "account": (plan.account_write, plan.account),
-            "terms": (plan.terms_write, plan.terms),
+            "params": (plan.params_write, slow_plan.params),
+            "account": (plan.account_write, slow_plan.account),
+            "terms": (plan.terms_write, slow_plan.terms),
             "live_bid": (plan.live_write[0], plan.live[0]),
             "live_ask": (plan.live_write[1], plan.live[1]),
             "meta": (plan.meta_write, plan.meta),

@@ -3,9 +3,10 @@
 :class:`StateCache` keeps one block-RAM-shaped memory per state word (:data:`~.quoterstate.STATE`),
 all read at one address and written at one address per cycle, each word with its own write
 enable. A read issued in cycle ``c`` (:attr:`~StateCache.rd_en`, :attr:`~StateCache.rd_addr`)
-lands in cycle ``c + 2``: the block RAM answers in ``c + 1`` and its data goes straight into
-registers (the *raw* words; ECP5 block RAM's clock-to-out leaves no room for logic after it).
-From then on the cache *holds* that locate: :attr:`~StateCache.valid`,
+lands in cycle ``c + 2``: the block RAM answers in ``c + 1`` and its data goes into one
+register per word (:attr:`~StateCache.word`) through a single two-input multiplexer whose
+select and enable come from registers (ECP5 block RAM's clock-to-out leaves room for little
+more). From then on the cache *holds* that locate: :attr:`~StateCache.valid`,
 :attr:`~StateCache.locate`.
 
 Each memory reads and writes through one address (the write's in a cycle with a write, the
@@ -13,9 +14,9 @@ read's otherwise), so it maps onto one block RAM port with no logic behind the r
 cache refuses reads in a cycle with any write (:attr:`~StateCache.rd_ok`); the owner retries.
 
 Coherence. Every write to the held locate, and a write in the cycle a read lands, is
-remembered per word in a *forward* register that overrides the raw word. So
-:attr:`~StateCache.word` is always the memory's current content for the held locate, up to the
-writes of the previous cycle, and :attr:`~StateCache.current` adds the write of this cycle: what
+written into the held word too (it overrides the landing read). So :attr:`~StateCache.word`
+is always the memory's current content for the held locate, up to the writes of the previous
+cycle, and :attr:`~StateCache.current` adds the write of this cycle: what
 an event taken this cycle must copy.
 
 Reset: while ``clearing`` the memories are written with their reset words (one address per
@@ -96,16 +97,14 @@ class StateCache:
                 wp.en.eq(clearing | self.wr_en[name]),
                 rp.addr.eq(addr),
             ]
-            raw = Signal(shape, name=f"{name}_raw")
-            fwd = Signal(name=f"{name}_fwd")
-            fwd_data = Signal(shape, name=f"{name}_fwd_data")
-            en, data = self.wr_en[name], self.wr_data[name]
-            with m.If(self.inflight):
-                m.d.sync += [raw.eq(rp.data), fwd.eq(en & lands_here), fwd_data.eq(data)]
-            with m.Elif(en & write_here):
-                m.d.sync += [fwd.eq(1), fwd_data.eq(data)]
+            # the held word: the landing read, or the write that overrides it (one LUT after
+            # the read data: the select and the enable come from registers)
             word = Signal(shape, name=f"{name}_word")
-            m.d.comb += word.eq(Mux(fwd, fwd_data, raw))
+            en, data = self.wr_en[name], self.wr_data[name]
+            take_write = Signal(name=f"{name}_take_write")
+            m.d.comb += take_write.eq(Mux(self.inflight, en & lands_here, en & write_here))
+            with m.If(self.inflight | take_write):
+                m.d.sync += word.eq(Mux(take_write, data, rp.data))
             current = Signal(shape, name=f"{name}_current")
             m.d.comb += current.eq(Mux(en & write_here, data, word))
             self.word[name] = word
