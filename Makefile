@@ -34,7 +34,7 @@ demo: $(STAMP)
 test: $(STAMP) tools
 	$(VENV)/bin/ruff check hdl host sim boards tests
 	$(VENV)/bin/ruff format --check --quiet hdl host sim boards tests
-	$(SIMENV) ITCH_NO_CPP=1 $(PY) -m pytest -n $(JOBS) -q -m "not slow"
+	$(SIMENV) ITCH_NO_CPP=1 $(PY) -m pytest -n $(JOBS) --dist worksteal -q -m "not slow"
 
 # Figures, not tests: the performance table (`t2q bench`: gateware, software books, device twin,
 # side by side), written to build/bench/. SHORT=1 for the few-minute variant; SYNTH_JSON=FILE

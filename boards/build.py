@@ -286,10 +286,11 @@ def toolchain_environment() -> Iterator[None]:
 def run_build(board: str, *, capacity: Capacity | str | None = None,
               core_clock: float | None = None,
               identity: DeviceIdentity | None = None, build_dir: Path | None = None,
-              core_factory=None) -> BuildReport:  # fmt: skip
+              core_factory=None, seed: int | None = None) -> BuildReport:  # fmt: skip
     """Build ``board``'s top and return its :class:`BuildReport`.
 
-    ``capacity`` and ``core_clock`` (Hz) default to the board's.
+    ``capacity`` and ``core_clock`` (Hz) default to the board's; ``seed`` is nextpnr's placement
+    seed (its own default, 1, when None).
 
     ECP5 boards: synthesis, place and route, bitstream; raises :class:`BuildError` when a tool
     fails (nextpnr fails when a clock misses its constraint: the report is still parsed and
@@ -319,8 +320,13 @@ def run_build(board: str, *, capacity: Capacity | str | None = None,
     if hasattr(top, "add_files"):
         top.add_files(platform)
     with toolchain_environment():
+        overrides = top.build_overrides()
+        if seed is not None:
+            if not isinstance(seed, int) or seed < 0:
+                raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
+            overrides["nextpnr_opts"] = f"{overrides.get('nextpnr_opts', '')} --seed {seed}"
         plan = platform.build(top, name="top", build_dir=str(build_dir), do_build=False,
-                              **top.build_overrides())  # fmt: skip
+                              **overrides)  # fmt: skip
         plan.extract(str(build_dir))
         if board == "kcu105":
             report.project = build_dir / "top.tcl"

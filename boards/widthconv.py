@@ -10,7 +10,9 @@ Transmit: :class:`TxCrossing` carries the core's beats into the MAC clock domain
 to :class:`~.mac.MacTx` byte by byte only once its token has arrived, so the MAC, which needs a
 byte every cycle once it starts, never runs dry because the core paused mid-frame. Each of the
 two FIFOs is read through a :class:`ReadRegister`, so neither FIFO's read enable depends on the
-other's level: that path would cross both FIFOs and the unpacker in one MAC clock.
+other's level: that path would cross both FIFOs and the unpacker in one MAC clock. The bytes
+reach the MAC through a :class:`SkidBuffer`, so the MAC's ready and its FCS input see registers,
+not the unpacker's lane selection.
 """
 
 from amaranth.hdl import DomainRenamer, Module, Signal
@@ -22,7 +24,7 @@ from tick2quote.hdl.layouts import BEAT_BYTES, beat_layout
 from .framebuffer import FrameBuffer, marked_beat_layout
 from .mac import rx_byte_layout, tx_byte_layout
 
-__all__ = ["RxPacker", "TxUnpacker", "ReadRegister", "RxCrossing", "TxCrossing"]
+__all__ = ["RxPacker", "TxUnpacker", "ReadRegister", "SkidBuffer", "RxCrossing", "TxCrossing"]
 
 
 def _check_depth(name: str, value, minimum: int) -> None:
@@ -195,6 +197,44 @@ class ReadRegister(wiring.Component):
         return m
 
 
+class SkidBuffer(wiring.Component):
+    """A full-rate, two-entry register stage: ``o`` (valid and payload) and ``i.ready`` both come
+    from the buffer's own registers.
+
+    An entry offered while ``o`` is held waits in a second register (the skid), and ``i.ready``
+    is "the skid is empty", so neither the consumer's ``ready`` nor the producer's ``valid``
+    reaches the other side in the same cycle. With ``o.ready`` high it passes an entry every
+    cycle, one cycle late.
+
+    Parameters
+    ----------
+    shape:
+        Shape of the entries.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(shape))
+    o : Out(stream.Signature(shape))
+    """
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        skid = Signal.like(self.i.payload)
+        skid_valid = Signal()
+        m.d.comb += self.i.ready.eq(~skid_valid)
+        with m.If(~self.o.valid | self.o.ready):
+            with m.If(skid_valid):
+                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+        with m.Elif(self.i.valid & ~skid_valid):
+            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+        return m
+
+
 class RxCrossing(wiring.Component):
     """MAC bytes in the ``mac_domain`` -> good frames as beats in the ``core_domain``.
 
@@ -316,5 +356,8 @@ class TxCrossing(wiring.Component):
             ]
         wiring.connect(m, beat_register.o, unpacker.i)
         wiring.connect(m, token_register.o, unpacker.start)
-        wiring.connect(m, unpacker.o, wiring.flipped(self.o))
+        # the MAC's byte (into its FCS) and its ready leave and enter registers, not the unpacker
+        m.submodules.byte_register = byte_register = to_mac(SkidBuffer(tx_byte_layout))
+        wiring.connect(m, unpacker.o, byte_register.i)
+        wiring.connect(m, byte_register.o, wiring.flipped(self.o))
         return m

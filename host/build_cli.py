@@ -31,10 +31,12 @@ def _fraction(pair) -> str:
 @click.option("--core-clock", type=float, default=None,
               help="Requested core clock in MHz; default: the board's (ECP5 boards 50, "
                    "KCU105 156.25).")  # fmt: skip
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="nextpnr placement seed (ECP5 boards; default: nextpnr's, 1).")  # fmt: skip
 @click.option("--build-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Build directory (default: build/boards/<board>).")  # fmt: skip
 @click.option("--program", is_flag=True, help="Load the bitstream with openFPGALoader.")
-def build(board, capacity, ip, peers, token, core_clock, build_dir, program):
+def build(board, capacity, ip, peers, token, core_clock, seed, build_dir, program):
     """Synthesise, place and route a board top; print Fmax per clock and utilisation.
 
     For the KCU105 (no Vivado here) the complete Vivado project is written instead.
@@ -49,7 +51,7 @@ def build(board, capacity, ip, peers, token, core_clock, build_dir, program):
         )  # fmt: skip
         report = board_build.run_build(
             board, capacity=capacity, build_dir=build_dir, identity=identity,
-            core_clock=None if core_clock is None else core_clock * 1e6,
+            core_clock=None if core_clock is None else core_clock * 1e6, seed=seed,
         )  # fmt: skip
     except board_build.BuildError as exc:
         partial = getattr(exc, "report", None)

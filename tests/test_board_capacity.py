@@ -82,12 +82,12 @@ def test_build_command_names_a_bad_capacity(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("options", "expected_clock", "expected_capacity"),
-    [([], None, None), (["--core-clock", "62.5", "--capacity", "4x64x2,depth=4"], 62.5e6,
-                        "4x64x2,depth=4")],
+    ("options", "expected_clock", "expected_capacity", "expected_seed"),
+    [([], None, None, None), (["--core-clock", "62.5", "--capacity", "4x64x2,depth=4",
+                               "--seed", "3"], 62.5e6, "4x64x2,depth=4", 3)],
 )  # fmt: skip
 def test_build_command_leaves_unset_options_to_the_board(
-    monkeypatch, tmp_path, options, expected_clock, expected_capacity
+    monkeypatch, tmp_path, options, expected_clock, expected_capacity, expected_seed
 ):
     calls = []
 
@@ -100,3 +100,14 @@ def test_build_command_leaves_unset_options_to_the_board(
     assert result.exit_code == 0, result.output
     [kwargs] = calls
     assert kwargs["core_clock"] == expected_clock and kwargs["capacity"] == expected_capacity
+    assert kwargs["seed"] == expected_seed
+
+
+def test_a_placement_seed_reaches_nextpnr_in_the_build_script(monkeypatch, tmp_path):
+    monkeypatch.setattr(board_build, "run_script", lambda build_dir: None)  # the plan only
+    identity = DeviceIdentity(peers=("10.0.0.1",), token=7)
+    board_build.run_build("ecpix5", build_dir=tmp_path, identity=identity, seed=4)
+    script = (tmp_path / "build_top.sh").read_text()
+    assert f"{' '.join(board_build.PLACE_AND_ROUTE)} --seed 4" in script
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        board_build.run_build("ecpix5", build_dir=tmp_path, identity=identity, seed=-1)
