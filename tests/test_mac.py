@@ -15,7 +15,7 @@ from tick2quote.boards.ethernet import GmiiEthernet
 from tick2quote.boards.framebuffer import FrameBuffer
 from tick2quote.boards.mac import MIN_IFG_BYTES, MacRx, MacTx
 from tick2quote.boards.widthconv import ReadRegister, RxCrossing, SkidBuffer
-from tick2quote.sim.streams import beats_bytes, packet_beats, pause_pattern
+from tick2quote.sim.streams import beats_bytes, packet_beats, pause_pattern, stream_put
 
 RNG_SEED = 20240611
 
@@ -337,13 +337,7 @@ def test_skid_buffer_passes_every_entry_in_order_at_full_rate_from_its_own_state
     async def source(ctx):
         idle = pause_pattern(source_pattern, seed=11)
         for value in values:
-            while next(idle):
-                ctx.set(dut.i.valid, 0)
-                await ctx.tick()
-            ctx.set(dut.i.valid, 1)
-            ctx.set(dut.i.payload, value)
-            await ctx.tick().until(dut.i.ready)
-        ctx.set(dut.i.valid, 0)
+            await stream_put(ctx, dut.i, value, idle=idle)
 
     async def sink(ctx):
         pause = pause_pattern(sink_pattern, seed=13)
