@@ -290,7 +290,7 @@ def run_build(board: str, *, capacity: Capacity | str | None = None,
     """Build ``board``'s top and return its :class:`BuildReport`.
 
     ``capacity`` and ``core_clock`` (Hz) default to the board's; ``seed`` is nextpnr's placement
-    seed (its own default, 1, when None).
+    seed (ECP5 boards; None leaves nextpnr's own starting state, which no seed reproduces).
 
     ECP5 boards: synthesis, place and route, bitstream; raises :class:`BuildError` when a tool
     fails (nextpnr fails when a clock misses its constraint: the report is still parsed and
@@ -301,6 +301,10 @@ def run_build(board: str, *, capacity: Capacity | str | None = None,
     the build directory (drawn the first time, mode 0600); the register description is
     written beside it (``built.json``) for ``t2q run --twin-build``.
     """
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
+    if seed is not None and board == "kcu105":
+        raise ValueError("seed is nextpnr's: the ECP5 boards only (Vivado places the KCU105)")
     if isinstance(capacity, str):
         capacity = Capacity.parse(capacity)
     build_dir = Path(build_dir) if build_dir is not None else BUILD_ROOT / board
@@ -322,8 +326,6 @@ def run_build(board: str, *, capacity: Capacity | str | None = None,
     with toolchain_environment():
         overrides = top.build_overrides()
         if seed is not None:
-            if not isinstance(seed, int) or seed < 0:
-                raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
             overrides["nextpnr_opts"] = f"{overrides.get('nextpnr_opts', '')} --seed {seed}"
         plan = platform.build(top, name="top", build_dir=str(build_dir), do_build=False,
                               **overrides)  # fmt: skip

@@ -32,7 +32,7 @@ def _fraction(pair) -> str:
               help="Requested core clock in MHz; default: the board's (ECP5 boards 50, "
                    "KCU105 156.25).")  # fmt: skip
 @click.option("--seed", type=click.IntRange(min=0), default=None,
-              help="nextpnr placement seed (ECP5 boards; default: nextpnr's, 1).")  # fmt: skip
+              help="nextpnr placement seed (ECP5 boards; default: nextpnr's own).")  # fmt: skip
 @click.option("--build-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Build directory (default: build/boards/<board>).")  # fmt: skip
 @click.option("--program", is_flag=True, help="Load the bitstream with openFPGALoader.")

@@ -109,5 +109,9 @@ def test_a_placement_seed_reaches_nextpnr_in_the_build_script(monkeypatch, tmp_p
     board_build.run_build("ecpix5", build_dir=tmp_path, identity=identity, seed=4)
     script = (tmp_path / "build_top.sh").read_text()
     assert f"{' '.join(board_build.PLACE_AND_ROUTE)} --seed 4" in script
-    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
-        board_build.run_build("ecpix5", build_dir=tmp_path, identity=identity, seed=-1)
+    for bad in (-1, True):
+        with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+            board_build.run_build("ecpix5", build_dir=tmp_path / "bad", identity=identity, seed=bad)
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+    with pytest.raises(ValueError, match="the ECP5 boards only"):
+        board_build.run_build("kcu105", build_dir=tmp_path / "kcu", identity=identity, seed=2)

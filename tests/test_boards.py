@@ -115,7 +115,7 @@ GATE_SEED = 1
 
 @pytest.mark.bitstream
 def test_ecpix5_bitstream_meets_the_core_clock():
-    """End to end, as ``t2q build --board ecpix5`` does it with the board's defaults:
+    """End to end, as ``t2q build --board ecpix5 --seed 1`` does it with the board's defaults:
     synthesis, place and route and the bitstream of the ECPIX-5 85F top with the full core. Every
     clock's post-route Fmax must reach its constraint: the core clock, the receive clock and the
     transmit MAC's 125 MHz. The build stays in ``build/boards/ecpix5-test`` (nextpnr's log:
