@@ -9,7 +9,6 @@ import time
 import pytest
 from tick2quote.boards import build as board_build
 from tick2quote.boards.capacity import DeviceIdentity
-from tick2quote.boards.ecpix5 import Ecpix5Top
 from tick2quote.boards.ooc import critical_path_nets, densest_regions, parse_stat
 from tick2quote.boards.pll import solve_ecp5_pll
 
@@ -106,41 +105,46 @@ def test_log_parsing_takes_the_post_route_figures():
     assert cells["MULT18X18D"] == (0, 156)
 
 
-#: The gate's device identity and placement seed: a fixed token, so every run builds the same
-#: netlist (a token drawn at random would give each run its own constants, and so its own
-#: placement), placed with a fixed seed (nextpnr's ``--seed 1``).
+#: The gate's board, device identity and placement seed: a fixed token, so every run builds the
+#: same netlist (a token drawn at random would give each run its own constants, and so its own
+#: placement), placed with a fixed seed (nextpnr's ``--seed 1``). The ButterStick's build routes
+#: in fewer router iterations than the ECPIX-5's (39 against 85 at seed 1, the same core and
+#: device), so it is the one CI pays for.
+GATE_BOARD = "butterstick"
 GATE_IDENTITY = DeviceIdentity(peers=("192.168.1.10",), token=0x7E57_B175_72EA_3001)
 GATE_SEED = 1
 
 
 @pytest.mark.bitstream
-def test_ecpix5_bitstream_meets_the_core_clock():
-    """End to end, as ``t2q build --board ecpix5 --seed 1`` does it with the board's defaults:
-    synthesis, place and route and the bitstream of the ECPIX-5 85F top with the full core. Every
-    clock's post-route Fmax must reach its constraint: the core clock, the receive clock and the
-    transmit MAC's 125 MHz. The build stays in ``build/boards/ecpix5-test`` (nextpnr's log:
-    ``top.tim``). It runs in CI (about 30 minutes on one core); under ``pytest -n`` it is
-    scheduled first (``tests/conftest.py``), so that the rest of the suite runs beside it."""
-    identity = GATE_IDENTITY
+def test_butterstick_bitstream_meets_the_core_clock():
+    """End to end, as ``t2q build --board butterstick --seed 1`` does it with the board's
+    defaults: synthesis, place and route and the bitstream of the ButterStick top (an
+    LFE5UM5G-85F -8) with the full core. Every clock's post-route Fmax must reach its
+    constraint: the core clock, the receive clock and the transmit MAC's 125 MHz. The build
+    stays in ``build/boards/butterstick-test`` (nextpnr's log: ``top.tim``). It runs in CI (about
+    20 minutes on one core); under ``pytest -n`` it is scheduled first (``tests/conftest.py``),
+    so that the rest of the suite runs beside it."""
     report = None
     try:
-        build_dir = board_build.BUILD_ROOT / "ecpix5-test"
+        build_dir = board_build.BUILD_ROOT / f"{GATE_BOARD}-test"
         report = board_build.run_build(
-            "ecpix5", build_dir=build_dir, identity=identity, seed=GATE_SEED
+            GATE_BOARD, build_dir=build_dir, identity=GATE_IDENTITY, seed=GATE_SEED
         )
     except board_build.BuildError as error:
         report = getattr(error, "report", None)
         raise
     finally:
         if report is not None:
-            print(f"\nECPIX-5 build, capacity {report.capacity}: {report.wall_seconds:.1f} s, "
+            print(f"\n{GATE_BOARD} build, capacity {report.capacity}: {report.wall_seconds:.1f} s, "
                   f"LUTs {report.luts}, FFs {report.flip_flops}, DP16KD {report.block_ram}, "
                   f"DSP {report.dsp}")  # fmt: skip
             for timing in report.clocks.values():
                 print(f"  {timing.clock}: {timing.fmax_mhz} MHz (target {timing.target_mhz})")
+    assert report.device.startswith("LFE5UM5G-85F")
     assert report.bitstream is not None and report.bitstream.stat().st_size > 100_000
     core = report.clock_for("$glbnet$clk")
-    assert core.target_mhz == pytest.approx(Ecpix5Top.default_core_clock / 1e6)
+    top_cls = board_build.board_top(GATE_BOARD)
+    assert core.target_mhz == pytest.approx(top_cls.default_core_clock / 1e6)
     assert set(report.clocks) >= {"$glbnet$clk", "$glbnet$eth_rx_clk"}
     assert [timing for timing in report.clocks.values() if not timing.passed] == []
 
