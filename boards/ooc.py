@@ -218,6 +218,8 @@ def main(argv=None) -> None:
         report = synthesize(blocks[name](), name, freq_mhz=args.freq, seed=args.seed)
         used = {cell: n for cell, (n, _) in report.usage.items() if n}
         print(f"{name}: {report.fmax_mhz} MHz post-route (target {args.freq} MHz); {used}")
+        if report.critical_nets:
+            print(f"  critical path: {report.critical_nets[0]} -> {report.critical_nets[-1]}")
 
 
 if __name__ == "__main__":
