@@ -301,10 +301,11 @@ def run_build(board: str, *, capacity: Capacity | str | None = None,
     the build directory (drawn the first time, mode 0600); the register description is
     written beside it (``built.json``) for ``t2q run --twin-build``.
     """
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
-    if seed is not None and board == "kcu105":
-        raise ValueError("seed is nextpnr's: the ECP5 boards only (Vivado places the KCU105)")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
+        if board == "kcu105":
+            raise ValueError("seed is nextpnr's: the ECP5 boards only (Vivado places the KCU105)")
     if isinstance(capacity, str):
         capacity = Capacity.parse(capacity)
     build_dir = Path(build_dir) if build_dir is not None else BUILD_ROOT / board
