@@ -122,8 +122,8 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def _public_ports(toplevel: str) -> str:
-    """A Verilator control file that gives VPI read/write access to ``toplevel``'s own signals
-    (its ports) and nothing below it."""
+    """A Verilator control file that gives VPI read/write access to the signals of the module
+    ``toplevel`` itself (its ports among them) and to nothing in the modules below it."""
     return f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n'
 
 
