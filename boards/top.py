@@ -204,9 +204,15 @@ class Ecp5BoardTop(Elaboratable):
 
     @staticmethod
     def _stretched(m: Module, pulse, name: str) -> Signal:
-        """``pulse`` held high for some 27 ms, so that an LED shows it."""
+        """``pulse`` held high for some 84 ms, so that an LED shows it.
+
+        The pulse is registered first, so the stretcher is not logic shared with the stream
+        it watches (a LUT placed between both would stretch that stream's paths across the die).
+        """
+        seen = Signal(name=f"{name}_seen")
+        m.d.sync += seen.eq(pulse)
         stretch = Signal(_LED_STRETCH_BITS, name=f"{name}_stretch")
-        with m.If(pulse):
+        with m.If(seen):
             m.d.sync += stretch.eq((1 << _LED_STRETCH_BITS) - 1)
         with m.Elif(stretch != 0):
             m.d.sync += stretch.eq(stretch - 1)

@@ -340,13 +340,18 @@ class TxCrossing(wiring.Component):
         m.submodules.beat_register = beat_register = to_mac(ReadRegister(beat_layout))
         m.submodules.token_register = token_register = to_mac(ReadRegister(1))
 
-        accept = self.i.valid & self.i.ready
+        # the core's beat and ready leave and enter registers, not the FIFOs' write logic
+        to_core = DomainRenamer(self.core_domain)
+        m.submodules.beat_in = beat_in = to_core(SkidBuffer(beat_layout))
+        wiring.connect(m, wiring.flipped(self.i), beat_in.i)
+        written = beat_in.o
+        accept = written.valid & written.ready
         m.d.comb += [
-            self.i.ready.eq(beats.w_rdy & tokens.w_rdy),
-            beats.w_data.eq(self.i.payload),
-            beats.w_en.eq(self.i.valid & tokens.w_rdy),
+            written.ready.eq(beats.w_rdy & tokens.w_rdy),
+            beats.w_data.eq(written.payload),
+            beats.w_en.eq(written.valid & tokens.w_rdy),
             tokens.w_data.eq(1),
-            tokens.w_en.eq(accept & self.i.payload.last),
+            tokens.w_en.eq(accept & written.payload.last),
         ]
         for fifo, register in ((beats, beat_register), (tokens, token_register)):
             m.d.comb += [
