@@ -102,6 +102,11 @@ class TxUnpacker(wiring.Component):
     taken with the frame's first beat. Bytes are the beat's lanes in order, up to its last
     ``keep`` lane.
 
+    The beat is held in a shift register: the byte offered is always its low lane, and the
+    ``keep`` bits of the lanes still to come shift down beside it, so "this is the beat's last
+    byte" is one register bit. Neither the byte nor the load enable of the 64-bit register goes
+    through a lane multiplexer or a variable shift.
+
     Attributes
     ----------
     i : In(stream.Signature(beat_layout))
@@ -116,23 +121,29 @@ class TxUnpacker(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        cur = Signal(beat_layout)
-        lane = Signal(range(BEAT_BYTES))
-        have = Signal()  # ``cur`` holds bytes still to send
+        data = Signal(8 * BEAT_BYTES)  # lane 0 is the byte offered
+        later = Signal(BEAT_BYTES - 1)  # keep bits of the lanes after it, nearest first
+        beat_last = Signal()  # the beat ends its frame
+        have = Signal()  # ``data`` holds bytes still to send
         in_frame = Signal()
 
         lane_last = Signal()
-        m.d.comb += lane_last.eq((lane == BEAT_BYTES - 1) | ~(cur.keep >> (lane + 1))[0])
+        m.d.comb += lane_last.eq(~later[0])
         m.d.comb += [
             self.o.valid.eq(have),
-            self.o.payload.data.eq(cur.data.word_select(lane, 8)),
-            self.o.payload.last.eq(lane_last & cur.last),
+            self.o.payload.data.eq(data[:8]),
+            self.o.payload.last.eq(lane_last & beat_last),
         ]
 
         def load():
             m.d.comb += self.i.ready.eq(1)
             with m.If(self.i.valid):
-                m.d.sync += [cur.eq(self.i.payload), lane.eq(0), have.eq(1)]
+                m.d.sync += [
+                    data.eq(self.i.payload.data),
+                    later.eq(self.i.payload.keep[1:]),
+                    beat_last.eq(self.i.payload.last),
+                    have.eq(1),
+                ]
             with m.Else():
                 m.d.sync += have.eq(0)
 
@@ -145,8 +156,8 @@ class TxUnpacker(wiring.Component):
             load()
         with m.Elif(self.o.ready):
             with m.If(~lane_last):
-                m.d.sync += lane.eq(lane + 1)
-            with m.Elif(cur.last):
+                m.d.sync += [data.eq(data >> 8), later.eq(later >> 1)]
+            with m.Elif(beat_last):
                 m.d.sync += [have.eq(0), in_frame.eq(0)]
             with m.Else():
                 load()

@@ -260,7 +260,7 @@ class Quoter(wiring.Component):
         shapes |= {"entry": ref_layout, **STATE}
         ev = SimpleNamespace(**{n: Signal(v, name=f"ev_{n}") for n, v in shapes.items()})
         ev.live = [ev.live_bid, ev.live_ask]
-        plan = Signal(layout, name="plan")
+        plan = Signal(layout, name="plan", reset_less=True)  # read only while plan_valid
         zero = Signal(layout, name="zero_plan")  # 0, but read from a signal (evaluation_plan)
         m.d.comb += zero.eq(plan.as_value() & 0)
 

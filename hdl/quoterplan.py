@@ -290,7 +290,9 @@ def event_plan(m, ev, layout) -> Signal:  # noqa: PLR0915 - one decision table p
     (the payload), ``ctl_ok``, ``new_params`` (the parameters after a valid write) and
     ``answer`` (a read's); ``terms`` (the terms of the new account or parameters).
     """
-    p = Signal(layout, name="slow_plan")
+    # no reset: every bit is assigned every cycle and read only under a reset-held valid (a
+    # reset here joins the plan's data logic in the registers' LSR, across the die)
+    p = Signal(layout, name="slow_plan", reset_less=True)
     kind, live = ev.kind, ev.live
     m.d.sync += p.eq(0)
     m.d.sync += [p.locate.eq(ev.locate), p.meta.eq(ev.meta)]
