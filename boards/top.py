@@ -46,7 +46,7 @@ CONSTRAINTS_ROOT = Path(__file__).resolve().parent.parent / "constraints"
 DEFAULT_CORE_CLOCK = 156.25e6
 #: The core clock of an ECP5 board build unless one is given: one 64-bit beat per cycle at
 #: 50 MHz carries 3.2 Gb/s, over three times what the boards' 1 GbE port brings. The whole core
-#: reaches 65 to 67 MHz post-route in the ButterStick top and 66.9 MHz out of context: far from
+#: reaches 56 to 67 MHz post-route in the ECP5 board tops, 66.9 MHz out of context: far from
 #: 156.25 MHz on the LFE5UM5G-85F -8 (see the README).
 ECP5_CORE_CLOCK = 50e6
 _LED_STRETCH_BITS = 22  # about 84 ms at 50 MHz

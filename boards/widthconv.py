@@ -10,9 +10,9 @@ Transmit: :class:`TxCrossing` carries the core's beats into the MAC clock domain
 to :class:`~.mac.MacTx` byte by byte only once its token has arrived, so the MAC, which needs a
 byte every cycle once it starts, never runs dry because the core paused mid-frame. Each of the
 two FIFOs is read through a :class:`ReadRegister`, so neither FIFO's read enable depends on the
-other's level: that path would cross both FIFOs and the unpacker in one MAC clock. The bytes
-reach the MAC through a :class:`SkidBuffer`, so the MAC's ready and its FCS input see registers,
-not the unpacker's lane selection.
+other's level: that path would cross both FIFOs and the unpacker in one MAC clock. A
+:class:`SkidBuffer` on each side (core beats in, MAC bytes out) puts registers between the
+crossing and the core's ``ready``, and between the unpacker and the MAC's ready and FCS input.
 """
 
 from amaranth.hdl import DomainRenamer, Module, Signal
@@ -99,8 +99,8 @@ class TxUnpacker(wiring.Component):
     """Turns beats into bytes for :class:`~.mac.MacTx` (``sync`` domain).
 
     A frame starts only when a token on ``start`` says it is complete upstream; the token is
-    taken with the frame's first beat. Bytes are the beat's lanes in order, up to its last
-    ``keep`` lane.
+    taken with the frame's first beat. Bytes are the beat's lanes in order from lane 0 (always
+    sent) up to the lane before the first clear ``keep`` bit above it.
 
     The beat is held in a shift register: the byte offered is always its low lane, and the
     ``keep`` bits of the lanes still to come shift down beside it, so "this is the beat's last
